@@ -1,0 +1,50 @@
+"""Ray on this machine: loopback only, no dashboard, bounded CPUs, a `learner` resource."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import ray
+
+from services.config import RunConfig
+
+
+def start_ray(*, num_cpus: int | None = None, address: str | None = None) -> None:
+    """Join `address` (a cluster whose learner node carries the `learner` resource, as in the
+    compose setup) or start a local head that carries it itself."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        return
+    # A short private temp dir: Ray's unix socket paths must stay under ~107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="mathrl-ray-", dir="/tmp")
+    ray.init(
+        num_cpus=num_cpus or min(os.cpu_count() or 1, 4),
+        resources={"learner": 1},
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def stop_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def spawn_learner(cfg: RunConfig, *, model_path: str, run_dir: str,
+                  served_model_dir: str | None = None):
+    """The learner as a Ray actor on the node that carries the `learner` resource.
+
+    num_cpus=0: a 2-core machine would otherwise have its CPUs held by an actor that spends
+    most of its time waiting, starving the tasks Ray schedules next to it; the learner sets
+    its own torch thread count."""
+    from services.learner.learner import Learner
+
+    actor_cls = ray.remote(num_cpus=0, resources={"learner": 1}, max_restarts=0)(Learner)
+    return actor_cls.remote(cfg, model_path=model_path, run_dir=run_dir,
+                            served_model_dir=served_model_dir)

@@ -1,0 +1,133 @@
+"""Bring up (and down) the processes a run needs: vLLM server, Ray, learner actor."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from orchestrator import runtime
+from orchestrator.loop import GRPOLoop, MetricsSink
+from orchestrator.rollout import PromptCache, Scorer, build_problems
+from services.config import RunConfig
+from services.generator.client import GeneratorClient
+from services.generator.launcher import VLLMServer, detect_device, launch
+from services.generator.sync import PolicySync
+from services.learner.model import torch_dtype
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory as is; a hub id is fetched into the Hugging Face cache (the
+    learner and, in merged mode, the served copy need files on disk)."""
+    if os.path.isdir(name_or_path):
+        return str(Path(name_or_path).resolve())
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name_or_path)
+
+
+def served_model_name(cfg: RunConfig, model_path: str) -> str:
+    """The name vLLM serves the base model under (the path given to `--model`)."""
+    return cfg.generator.alias if cfg.generator.sync_mode == "merged" else model_path
+
+
+@dataclass
+class Stack:
+    """A generator process plus Ray; one per machine (one GPU), shared by successive runs."""
+
+    cfg: RunConfig
+    work_dir: Path
+    model_path: str = ""
+    generator_model_path: str = ""
+    server: VLLMServer | None = None
+    client: GeneratorClient | None = None
+    owns_ray: bool = False
+    ray_address: str | None = None
+    _closers: list = field(default_factory=list)
+
+    def start(self) -> Stack:
+        self.work_dir = Path(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.model_path = resolve_model_path(self.cfg.model.name_or_path)
+        self.generator_model_path = self.model_path
+        device = detect_device()
+        if self.cfg.generator.sync_mode == "merged":
+            from services.learner.export import prepare_served_model
+
+            served = self.work_dir / "served-model"
+            prepare_served_model(self.model_path, served, torch_dtype(self.cfg.model, device))
+            self.generator_model_path = str(served.resolve())
+        if self.cfg.generator.url:
+            url = self.cfg.generator.url
+        else:
+            self.server = launch(self.cfg.generator, self.cfg.model, self.cfg.lora,
+                                 model_path=self.generator_model_path,
+                                 log_path=self.work_dir / "logs" / "generator.log",
+                                 seed=self.cfg.schedule.seed, device=device)
+            url = self.server.url
+        self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s)
+        if not ray.is_initialized():
+            runtime.start_ray(address=self.ray_address)
+            self.owns_ray = True
+        return self
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.server is not None:
+            self.server.stop()
+        if self.owns_ray:
+            runtime.stop_ray()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class RunHandle:
+    loop: GRPOLoop
+    learner: object
+    scorer: Scorer
+    sync: PolicySync
+
+    def close(self) -> None:
+        self.sync.release()
+        self.scorer.close()
+        ray.kill(self.learner)
+
+
+def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
+                sinks: list[MetricsSink] | None = None) -> RunHandle:
+    """Spawn the learner for `cfg`, publish version 0, and return a loop ready to step."""
+    from transformers import AutoTokenizer
+
+    if Path(resolve_model_path(cfg.model.name_or_path)) != Path(stack.model_path):
+        raise ValueError(
+            f"the generator serves {stack.model_path}; this run asks for {cfg.model.name_or_path}"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(stack.model_path)
+    problems = build_problems(cfg.data, seed=cfg.schedule.seed)
+    prompts = PromptCache(tokenizer, problems, instruction=cfg.data.instruction,
+                          system=cfg.data.system_prompt)
+    served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
+    learner = runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
+                                    served_model_dir=served_dir)
+    sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=cfg.name,
+                      alias=cfg.generator.alias,
+                      base_model_name=served_model_name(cfg, stack.generator_model_path))
+    scorer = Scorer(cfg.reward, tokenizer)
+    loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
+                    scorer=scorer, sinks=sinks)
+    handle = RunHandle(loop, learner, scorer, sync)
+    try:
+        loop.start()
+    except BaseException:
+        handle.close()
+        raise
+    return handle

@@ -1,0 +1,252 @@
+"""The one config tree of a run: pydantic models, loaded from TOML, unknown keys rejected.
+
+Every field carries its bounds in ``Field(...)`` and a docstring directly under it; the
+same schema is the REST body of ``POST /runs`` and the TOML files in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.data.prompts import DEFAULT_INSTRUCTION
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Section(BaseModel):
+    """Base of every section: typos in a config are errors, not silently ignored keys."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field("Qwen/Qwen2.5-Math-1.5B", min_length=1)
+    """Hugging Face model id (downloaded to the HF cache) or a local model directory."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype for learner and generator; `auto` is float32 on a CPU, bfloat16 on CUDA."""
+    max_model_len: int = Field(2048, ge=64, le=131072)
+    """Longest prompt + completion, in tokens, the generator accepts."""
+
+
+class LoraConfig(Section):
+    rank: int = Field(16, ge=1, le=512)
+    """LoRA rank r."""
+    alpha: int = Field(32, ge=1, le=4096)
+    """LoRA alpha; the update is scaled by alpha / rank."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """LoRA dropout (0 keeps learner log-probs identical to what the generator computes)."""
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
+    """Module names that get adapters (all linear layers of a Qwen2/Llama block by default)."""
+
+
+class ArithConfig(Section):
+    n: int = Field(256, ge=1, le=1_000_000)
+    """Number of synthetic problems."""
+    min_operand: int = Field(0, ge=-1_000_000, le=1_000_000)
+    """Smallest operand."""
+    max_operand: int = Field(9, ge=-1_000_000, le=1_000_000)
+    """Largest operand."""
+    operators: list[Literal["+", "-", "*", "/"]] = Field(
+        default_factory=lambda: ["+"], min_length=1
+    )
+    """Operators to draw from (`/` only where the division is exact)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> ArithConfig:
+        if self.min_operand > self.max_operand:
+            raise ValueError("data.arith.min_operand must not exceed max_operand")
+        return self
+
+
+class DataConfig(Section):
+    source: Literal["gsm8k", "math", "hf", "arith"] = "arith"
+    """`gsm8k`: JSONL with question/answer (`#### N`); `math`: JSON/JSONL with problem/answer;
+    `hf`: a Hugging Face dataset name (needs network); `arith`: built-in synthetic arithmetic."""
+    path: str | None = None
+    """File path for `gsm8k`/`math`, dataset name for `hf`; unused for `arith`."""
+    split: str = "train"
+    """Dataset split for `hf`."""
+    question_field: str = "question"
+    """Question column for `hf` datasets."""
+    answer_field: str = "answer"
+    """Answer column for `hf` datasets."""
+    limit: int | None = Field(None, ge=1)
+    """Use only the first N problems."""
+    instruction: str = DEFAULT_INSTRUCTION
+    """Appended to every question in the user turn of the chat template."""
+    system_prompt: str | None = None
+    """Optional system message."""
+    arith: ArithConfig = Field(default_factory=ArithConfig)
+    """Settings of the synthetic arithmetic task (`source = "arith"`)."""
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if self.source in ("gsm8k", "math", "hf") and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        return self
+
+
+class RolloutConfig(Section):
+    prompts_per_step: int = Field(8, ge=1, le=4096)
+    """Distinct prompts per GRPO step."""
+    group_size: int = Field(8, ge=2, le=256)
+    """G: completions sampled per prompt (advantages are computed within each group)."""
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    """Longest completion; longer ones are cut and counted in `completion/clipped_frac`."""
+    temperature: float = Field(1.0, gt=0.0, le=5.0)
+    """Sampling temperature (the learner scales logits by the same value)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling; keep 1.0 so learner and sampler distributions agree."""
+
+
+class AlgorithmConfig(Section):
+    scale_rewards: bool = True
+    """Divide advantages by the group std (GRPO); False gives Dr. GRPO's `r - mean`."""
+    adv_eps: float = Field(1e-4, gt=0.0, le=1.0)
+    """Added to the group std before dividing."""
+    eps_low: float = Field(0.2, ge=0.0, le=1.0)
+    """Lower clip range of the ratio."""
+    eps_high: float = Field(0.2, ge=0.0, le=10.0)
+    """Upper clip range (DAPO clip-higher uses 0.28)."""
+    beta: float = Field(0.0, ge=0.0, le=10.0)
+    """KL weight against the reference (adapter disabled); 0 skips the reference pass."""
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
+    """Loss aggregation: DAPO token mean, GRPO sequence mean, or Dr. GRPO sum / max tokens."""
+
+
+class RewardConfig(Section):
+    kind: Literal["math", "digit_share"] = "math"
+    """`math`: math-verify correctness of the final answer plus the format reward;
+    `digit_share`: share of completion tokens containing a digit (a dense toy reward that a
+    random tiny model can learn; used by tests)."""
+    format_weight: float = Field(0.1, ge=0.0, le=10.0)
+    """Weight of the format reward (a complete `\\boxed{}` answer)."""
+    timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+    """Per-completion grading limit; a grader past it is killed and the item scores 0."""
+    num_workers: int = Field(2, ge=1, le=64)
+    """Grader processes."""
+
+
+class LearnerConfig(Section):
+    lr: float = Field(1e-5, gt=0.0, le=1.0)
+    """AdamW learning rate (constant)."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
+    """Gradient clipping norm."""
+    micro_batch_size: int = Field(4, ge=1, le=4096)
+    """Sequences per forward/backward; gradients accumulate into one optimizer step."""
+    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = "adamw"
+    """`adamw` (torch) or bitsandbytes 8-bit AdamW (paged on CUDA)."""
+    load_in_4bit: bool = False
+    """Load the base model in 4-bit NF4 with bitsandbytes (QLoRA)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner trains; `auto` picks CUDA when available."""
+    num_threads: int | None = Field(None, ge=1, le=512)
+    """torch intra-op threads on a CPU (None: torch's default)."""
+
+
+class GeneratorConfig(Section):
+    host: str = "127.0.0.1"
+    """Address the launched vLLM server binds."""
+    port: int = Field(8100, ge=1, le=65535)
+    """Port of the launched vLLM server."""
+    url: str | None = None
+    """Use an already running vLLM server (e.g. the compose `generator`) instead of launching."""
+    sync_mode: Literal["lora", "merged"] = "lora"
+    """`lora`: load each new adapter into vLLM; `merged`: write merged weights and have vLLM
+    reload them (faster for small models on a CPU, where vLLM's LoRA path is slow)."""
+    gpu_memory_utilization: float = Field(0.45, gt=0.0, le=0.95)
+    """Share of GPU memory vLLM may take (the learner lives in the rest)."""
+    cpu_kvcache_space_gib: int = Field(1, ge=1, le=512)
+    """KV cache size on a CPU (`VLLM_CPU_KVCACHE_SPACE`)."""
+    cpu_threads_bind: str | None = "auto"
+    """`VLLM_CPU_OMP_THREADS_BIND` (e.g. `0-1`); `auto` binds every core of this machine."""
+    max_loras: int = Field(2, ge=1, le=64)
+    """Adapters vLLM holds at once (the current version and its alias)."""
+    max_lora_rank: int = Field(16, ge=1, le=512)
+    """Largest LoRA rank vLLM accepts; must be at least `lora.rank`."""
+    enforce_eager: bool = False
+    """Disable CUDA graphs (less memory, slower)."""
+    enable_prefix_caching: bool = True
+    """vLLM prefix caching (each adapter version is a new name/path, so caches never go stale)."""
+    startup_timeout_s: float = Field(600.0, gt=0.0, le=7200.0)
+    """How long to wait for the server to answer `/v1/models`."""
+    request_timeout_s: float = Field(600.0, gt=0.0, le=7200.0)
+    """HTTP timeout of one generation request."""
+    alias: str = Field("policy", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Stable model name under which the current policy of the active run is served."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra `vllm serve` arguments, passed through verbatim."""
+
+
+class EvalConfig(Section):
+    every_n_steps: int = Field(0, ge=0, le=1_000_000)
+    """Evaluate every N steps (0: only before and after training when `enabled`)."""
+    enabled: bool = False
+    """Evaluate greedy accuracy on the eval set before and after the run."""
+    source: Literal["gsm8k", "math", "hf", "arith"] = "arith"
+    """Eval data source (as `data.source`)."""
+    path: str | None = None
+    """Eval data path (as `data.path`)."""
+    limit: int | None = Field(64, ge=1)
+    """Evaluate on the first N problems."""
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    """Longest eval completion."""
+
+
+class ScheduleConfig(Section):
+    steps: int = Field(100, ge=1, le=1_000_000)
+    """GRPO steps (one optimizer step each)."""
+    seed: int = Field(0, ge=0)
+    """Seed of prompt order, sampling and LoRA init."""
+    out_dir: str = "runs"
+    """Where `<run>/adapters/step-N`, `metrics.jsonl` and checkpoints are written."""
+
+
+class RunConfig(Section):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "run"
+    """Run name, used in adapter names and paths."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Base model."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """LoRA adapter."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Training prompts."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Sampling."""
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """GRPO loss and advantages."""
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    """Rewards."""
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    """Learner process."""
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    """vLLM generation server."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Length, seed and output of the run."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if self.lora.rank > self.generator.max_lora_rank:
+            raise ValueError(
+                f"lora.rank ({self.lora.rank}) exceeds generator.max_lora_rank "
+                f"({self.generator.max_lora_rank})"
+            )
+        if self.rollout.max_new_tokens >= self.model.max_model_len:
+            raise ValueError("rollout.max_new_tokens must be below model.max_model_len")
+        return self
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML file into a validated RunConfig (raises pydantic.ValidationError)."""
+    with open(path, "rb") as f:
+        return RunConfig.model_validate(tomllib.load(f))

@@ -1,0 +1,27 @@
+"""Problems, loaders, prompt rendering and the resumable prompt sampler."""
+
+from .loaders import (
+    DataFormatError,
+    load_gsm8k_jsonl,
+    load_hf,
+    load_math,
+    load_problems,
+)
+from .problems import Problem
+from .prompts import DEFAULT_INSTRUCTION, render_prompt, user_message
+from .sampler import PromptSampler
+from .synthetic import arithmetic_problems
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DataFormatError",
+    "Problem",
+    "PromptSampler",
+    "arithmetic_problems",
+    "load_gsm8k_jsonl",
+    "load_hf",
+    "load_math",
+    "load_problems",
+    "render_prompt",
+    "user_message",
+]

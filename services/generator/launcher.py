@@ -1,0 +1,187 @@
+"""Launch vLLM's own OpenAI-compatible server as a child process, wait for it, stop it by PID.
+
+We never wrap or re-implement the server: the config is turned into `vllm serve` arguments
+and environment variables (`server_args` / `server_env`, pure functions that the compose
+file is checked against), and the process is started in its own session so that stopping it
+takes down exactly the processes we started, never anything matched by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from services.config import GeneratorConfig, LoraConfig, ModelConfig
+
+
+class GeneratorError(RuntimeError):
+    """The generator could not start or answer; the message quotes its log tail."""
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+def server_args(
+    gen: GeneratorConfig,
+    model: ModelConfig,
+    lora: LoraConfig,
+    *,
+    model_path: str,
+    device: str,
+    seed: int = 0,
+) -> list[str]:
+    """The `vllm serve` flags for this config (without the executable and model)."""
+    args = [
+        "--host", gen.host,
+        "--port", str(gen.port),
+        "--dtype", resolve_dtype(model.dtype, device),
+        "--max-model-len", str(model.max_model_len),
+        "--seed", str(seed),
+    ]
+    if gen.sync_mode == "lora":
+        args += [
+            "--enable-lora",
+            "--max-lora-rank", str(max(gen.max_lora_rank, lora.rank)),
+            "--max-loras", str(gen.max_loras),
+        ]
+    else:
+        # Merged mode serves the policy itself under the stable alias.
+        args += ["--served-model-name", gen.alias]
+    if device == "cuda":
+        args += ["--gpu-memory-utilization", str(gen.gpu_memory_utilization)]
+    if gen.enforce_eager:
+        args.append("--enforce-eager")
+    if not gen.enable_prefix_caching:
+        args.append("--no-enable-prefix-caching")
+    return args + list(gen.extra_args)
+
+
+def server_env(gen: GeneratorConfig, *, device: str,
+               cpu_count: int | None = None) -> dict[str, str]:
+    """Environment variables the server needs on top of the parent's."""
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    if gen.sync_mode == "merged":
+        # /collective_rpc (reload_weights) and /reset_prefix_cache exist only in dev mode.
+        env["VLLM_SERVER_DEV_MODE"] = "1"
+    if device != "cuda":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.cpu_kvcache_space_gib)
+        bind = gen.cpu_threads_bind
+        if bind == "auto":
+            n = cpu_count or os.cpu_count() or 1
+            bind = f"0-{n - 1}" if n > 1 else "0"
+        if bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+            # By default vLLM-cpu keeps one core for itself; we alternate generation and
+            # learning, so the generator may use every core while it runs.
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
+
+
+def detect_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+
+
+class VLLMServer:
+    """One `vllm serve` child process (the `vllm serve` console script is broken for the
+    `vllm-cpu` distribution, so we run the same entry point as a module)."""
+
+    def __init__(self, model_path: str, args: list[str], env: dict[str, str], *, log_path: Path,
+                 host: str, port: int):
+        self.model_path = model_path
+        self.args = args
+        self.env = env
+        self.log_path = Path(log_path)
+        self.url = f"http://{host}:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                "--model", self.model_path, *self.args]
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}, start_new_session=True,
+        )
+        log.close()
+
+    def log_tail(self, n_lines: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-n_lines:])
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise GeneratorError(
+                    f"vLLM server exited with code {self.proc.returncode} before it was ready; "
+                    f"log tail ({self.log_path}):\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise GeneratorError(
+            f"vLLM server not ready after {timeout_s:.0f} s; log tail ({self.log_path}):\n"
+            f"{self.log_tail()}"
+        )
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM our process group (the server and the engine processes it forked)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = self.proc.pid  # start_new_session made the child its own group leader
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        # Engine workers may outlive the leader briefly; reap the rest of the group.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def launch(gen: GeneratorConfig, model: ModelConfig, lora: LoraConfig, *, model_path: str,
+           log_path: Path, seed: int = 0, device: str | None = None) -> VLLMServer:
+    """Start a server for this config and block until it answers (or raise GeneratorError)."""
+    device = device or detect_device()
+    server = VLLMServer(
+        model_path,
+        server_args(gen, model, lora, model_path=model_path, device=device, seed=seed),
+        server_env(gen, device=device),
+        log_path=log_path, host=gen.host, port=gen.port,
+    )
+    server.start()
+    try:
+        server.wait_ready(gen.startup_timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,67 @@
+"""Make the generator serve the learner's latest policy version.
+
+`lora` mode: every version lives in its own directory (`adapters/<run>/step-N`) and is
+loaded under its own name, because vLLM keys its prefix cache on (adapter name, path):
+reusing either would serve stale KV blocks for long prompts. The previous version is then
+unloaded, and the stable alias is re-pointed at the new directory (`load_inplace`).
+
+`merged` mode: the learner has overwritten the served model's weights on disk; vLLM
+re-reads them (`reload_weights`) and its prefix cache is reset.
+"""
+
+from __future__ import annotations
+
+from services.generator.client import GeneratorClient
+from services.schemas import AdapterRef
+
+
+class PolicySync:
+    def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str,
+                 base_model_name: str):
+        self.client = client
+        self.mode = mode
+        self.run_name = run_name
+        self.alias = alias
+        self.base_model_name = base_model_name
+        self.served: str | None = None
+        """Model name to sample the current policy from."""
+        self.version: int | None = None
+        self.retired: list[str] = []
+        self._alias_loaded = False
+
+    def versioned_name(self, version: int) -> str:
+        return f"{self.run_name}-v{version}"
+
+    def apply(self, ref: AdapterRef) -> str:
+        """Serve `ref`; returns the model name to sample from."""
+        if self.mode == "merged":
+            if ref.kind != "merged":
+                raise ValueError(f"merged sync got a {ref.kind!r} artifact")
+            self.client.reload_weights()
+            self.served, self.version = self.alias, ref.version
+            return self.served
+        if ref.kind != "lora":
+            raise ValueError(f"lora sync got a {ref.kind!r} artifact")
+        name = self.versioned_name(ref.version)
+        self.client.load_adapter(name, ref.path)
+        self.client.load_adapter(self.alias, ref.path, inplace=self._alias_loaded)
+        self._alias_loaded = True
+        previous = self.served
+        self.served, self.version = name, ref.version
+        if previous is not None and previous != name:
+            self.client.unload_adapter(previous)
+            self.retired.append(previous)
+        return name
+
+    def release(self) -> None:
+        """Unload this run's adapters (lora mode) so the next run starts from the base."""
+        if self.mode != "lora":
+            return
+        for name in (self.served, self.alias if self._alias_loaded else None):
+            if name is None:
+                continue
+            try:
+                self.client.unload_adapter(name)
+            except Exception:  # noqa: BLE001 - best effort on shutdown; the server may be gone
+                pass
+        self.served, self._alias_loaded = None, False

@@ -1,0 +1,155 @@
+"""The LoRA learner: one GRPO optimizer step per batch, then the new policy is written out.
+
+Plain Python; the orchestrator runs it as a Ray actor in its own process. It trains on the
+exact token ids the generator sampled (the batch carries ids, never text).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from services.config import RunConfig
+from services.learner import export
+from services.learner.grpo import policy_loss
+from services.learner.model import (
+    build_optimizer,
+    completion_logprobs,
+    load_policy,
+    pad_batch,
+    pick_device,
+)
+from services.schemas import AdapterRef, LearnResult, TrainBatch, TrainSequence
+
+
+class Learner:
+    def __init__(self, cfg: RunConfig, *, model_path: str, run_dir: str,
+                 served_model_dir: str | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.adapters_dir = self.run_dir / "adapters"
+        self.served_model_dir = served_model_dir
+        if cfg.generator.sync_mode == "merged" and not served_model_dir:
+            raise ValueError("merged sync needs the directory the generator serves")
+        # Ray sets OMP_NUM_THREADS=1 in workers; a learner on a CPU wants every core.
+        torch.set_num_threads(cfg.learner.num_threads or os.cpu_count() or 1)
+        seed = cfg.schedule.seed
+        random.seed(seed)
+        torch.manual_seed(seed)
+        self.device = pick_device(cfg.learner)
+        self.model = load_policy(model_path, cfg.model, cfg.lora, cfg.learner, self.device)
+        self.pad_id = self.model.config.pad_token_id or 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg.learner, self.device)
+        self.version = 0
+
+    # ------------------------------------------------------------------ policy export
+    def publish(self) -> AdapterRef:
+        """Write the current policy where the generator can load it; returns its reference."""
+        if self.cfg.generator.sync_mode == "merged":
+            export.write_merged(self.model, self.served_model_dir)
+            return AdapterRef(version=self.version, path=self.served_model_dir, kind="merged")
+        path = self.adapters_dir / f"step-{self.version}"
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)  # atomic: vLLM never sees a half-written adapter
+        return AdapterRef(version=self.version, path=str(path.resolve()), kind="lora")
+
+    # ------------------------------------------------------------------ training
+    def _micro_batches(self, seqs: list[TrainSequence]) -> list[list[TrainSequence]]:
+        k = self.cfg.learner.micro_batch_size
+        return [seqs[i : i + k] for i in range(0, len(seqs), k)]
+
+    def _logprobs(self, seqs: list[TrainSequence]):
+        full = [s.prompt_ids + s.completion_ids for s in seqs]
+        ids, attn = pad_batch(full, self.pad_id, self.device)
+        return completion_logprobs(
+            self.model, ids, attn, [len(s.prompt_ids) for s in seqs], [len(f) for f in full],
+            temperature=self.cfg.rollout.temperature,
+        )
+
+    def train_step(self, batch: TrainBatch) -> LearnResult:
+        """One optimizer step over the whole batch (gradients accumulated over micro-batches)."""
+        t0 = time.perf_counter()
+        alg = self.cfg.algorithm
+        seqs = [s for s in batch.sequences if s.completion_ids]
+        if not seqs:
+            raise ValueError("batch has no completion tokens")
+        n_tokens = sum(len(s.completion_ids) for s in seqs)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
+        sampler_diff, sampler_n = 0.0, 0
+        for mb in self._micro_batches(seqs):
+            mb_tokens = sum(len(s.completion_ids) for s in mb)
+            # Micro-batch losses are weighted so their sum equals the loss of the whole batch
+            # under the chosen aggregation (token share for token_mean, sequence share else).
+            weight = mb_tokens / n_tokens if alg.loss_agg == "token_mean" else len(mb) / len(seqs)
+            ref = None
+            if alg.beta > 0:
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref, _ = self._logprobs(mb)
+            logps, mask = self._logprobs(mb)
+            adv = torch.tensor([s.advantage for s in mb], dtype=logps.dtype, device=logps.device)
+            # On-policy with one optimizer step per batch: old = current (ratio 1, as in TRL's
+            # num_iterations=1); clipping matters once batches are reused or run off-policy.
+            loss, m = policy_loss(
+                logps, logps.detach(), adv, mask, eps_low=alg.eps_low, eps_high=alg.eps_high,
+                ref_logprobs=ref, beta=alg.beta, agg=alg.loss_agg,
+                max_tokens=self.cfg.rollout.max_new_tokens,
+            )
+            (loss * weight).backward()
+            for k in sums:
+                sums[k] += m.get(k, 0.0) * weight
+            for i, s in enumerate(mb):
+                if s.sampler_logprobs:
+                    n = len(s.completion_ids)
+                    own = logps[i, :n].detach().cpu()
+                    sampler_diff += (own - torch.tensor(s.sampler_logprobs[:n])).abs().sum().item()
+                    sampler_n += n
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.learner.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.version += 1
+        t_learn = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        ref = self.publish()
+        metrics = {
+            **sums,
+            "optim/grad_norm": float(grad_norm),
+            "optim/lr": self.optimizer.param_groups[0]["lr"],
+            "learner/tokens": float(n_tokens),
+            "time/learn": t_learn,
+            "time/save": time.perf_counter() - t1,
+        }
+        if sampler_n:
+            # Mismatch between learner and sampler log-probs (numerics, or staleness).
+            metrics["learner/sampler_logprob_abs_diff"] = sampler_diff / sampler_n
+        return LearnResult(metrics=metrics, adapter=ref)
+
+    # ------------------------------------------------------------------ inspection
+    @torch.no_grad()
+    def greedy(self, prompt_ids: list[int], max_new_tokens: int, *, adapter: bool = True
+               ) -> list[int]:
+        """transformers + peft greedy completion (used to check that sync is exact)."""
+        self.model.eval()
+        ids = torch.tensor([prompt_ids], device=self.device)
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                      pad_token_id=self.pad_id)
+        if adapter:
+            out = self.model.generate(input_ids=ids, **kwargs)
+        else:
+            with self.model.disable_adapter():
+                out = self.model.generate(input_ids=ids, **kwargs)
+        return out[0, len(prompt_ids) :].tolist()
+
+    def ping(self) -> int:
+        return self.version

@@ -1,0 +1,231 @@
+"""Answer extraction and gold normalisation.
+
+Everything here runs in the *parent* process (the learner / orchestrator), once per
+completion, so it must be cheap and must never hang on adversarial model output:
+
+* every function is linear in the length of its input (completions can be ~100 KB of
+  degenerate text from a policy that has collapsed);
+* we search from the end with ``str.rfind`` where the answer is expected to be, so the
+  common case ("... so the answer is \\boxed{42}.") only looks at the tail of the text;
+* the only regular expressions used are simple and anchored (no nested quantifiers), so
+  they cannot backtrack catastrophically.
+
+The actual mathematical comparison is *not* done here: that is math-verify's job and it
+runs in a worker process (see ``pool.py``), because sympy can be slow or hang.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["extract_answer", "has_boxed", "normalize_gold"]
+
+# LaTeX commands whose argument is taken as the final answer.
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+# One "brace token": either an escape (``\{``, ``\}``, ``\\`` ... consumed as a unit so
+# that literal braces such as ``\boxed{\{1,2\}}`` do not disturb the matching) or a real
+# brace. Linear: a single character class / fixed-width alternative.
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+
+# ``\boxed 5`` form: TeX takes one token; models mean "the next word". Capped length keeps
+# the cost per candidate bounded even on one giant line.
+_BARE_TOKEN = re.compile(r"[^\s${}]{1,200}")
+
+# GSM8K-style final line ``#### 1,234``. ``^`` in MULTILINE mode only matches at line
+# starts, so this is a linear scan.
+_HASH_LINE = re.compile(r"^[ \t]*####(?!#)[ \t]*([^\n]*)", re.MULTILINE)
+
+# "The answer is X" / "Final answer: X". ``\b`` before ``answer`` rejects "reanswer";
+# nothing here can backtrack more than a few characters.
+_ANSWER_PHRASE = re.compile(r"\banswer(?:\s*:|\s+is\b\s*:?)[ \t]*", re.IGNORECASE)
+
+# End of a sentence: a period followed by whitespace or end of string. "3.5" is not a
+# sentence end, "3.5." is (at the second period).
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
+
+# Thousands separators: "1,234,567" -> "1234567", but "(1,2)" and "1,23" are left alone.
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+# "27.0", "-3.000" -> integer. Keeps e.g. "27.5" untouched (math-verify compares those).
+_INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
+
+# How much of a line after "the answer is" we look at; bounds per-candidate work.
+_PHRASE_MAX_CHARS = 500
+
+
+def _match_brace_forward(text: str, open_idx: int) -> int | None:
+    """Index of the ``}`` matching the ``{`` at ``open_idx``, scanning only forward.
+
+    Cost is proportional to ``len(text) - open_idx``; for the last box of a completion
+    that is just the tail of the text.
+    """
+    depth = 1
+    for m in _BRACE_TOKEN.finditer(text, open_idx + 1):
+        tok = m.group()
+        if tok == "{":
+            depth += 1
+        elif tok == "}":
+            depth -= 1
+            if depth == 0:
+                return m.start()
+    return None
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Map every balanced ``{`` index to its ``}`` index, in one linear pass.
+
+    Only built when the last box is unbalanced; then we have to look at earlier boxes,
+    and re-scanning forward from each of them would be quadratic (think of
+    ``"\\boxed{" * 5000``). Stray ``}`` at depth 0 are ignored, unmatched ``{`` simply
+    never get an entry.
+    """
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            stack.append(m.start())
+        elif tok == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
+def _box_candidates(text: str):
+    """Yield ``(position, command)`` for each box command, from the last to the first.
+
+    Each command keeps its own search cursor, so the total ``rfind`` work is linear no
+    matter how many candidates we end up rejecting.
+    """
+    cursors = {cmd: text.rfind(cmd) for cmd in _BOX_COMMANDS}
+    while True:
+        cmd = max(cursors, key=cursors.__getitem__)
+        pos = cursors[cmd]
+        if pos < 0:
+            return
+        yield pos, cmd
+        cursors[cmd] = text.rfind(cmd, 0, pos)
+
+
+def _last_box(text: str) -> str | None:
+    """Content of the last complete, non-empty box, or ``None``."""
+    pairs: dict[int, int] | None = None  # built lazily, see _brace_pairs
+    scanned_forward = False
+    n = len(text)
+    for pos, cmd in _box_candidates(text):
+        i = pos + len(cmd)
+        if i < n and text[i].isalpha():  # e.g. \boxedfoo or \fboxsep: another macro
+            continue
+        j = i
+        while j < n and text[j].isspace():
+            j += 1
+        if j < n and text[j] == "{":
+            if not scanned_forward:
+                # Common case: the last box is complete; only the tail gets scanned.
+                scanned_forward = True
+                close = _match_brace_forward(text, j)
+            else:
+                if pairs is None:
+                    pairs = _brace_pairs(text)
+                close = pairs.get(j)
+            if close is None:  # unbalanced: fall back to an earlier box
+                continue
+            content = text[j + 1 : close].strip()
+        else:
+            # "\boxed 5" / "\boxed5" / "\boxed\frac12": one bare token.
+            m = _BARE_TOKEN.match(text, j)
+            if m is None:
+                continue
+            content = m.group().rstrip(".,;")
+        if content:  # "\boxed{}" is not an answer; try the previous box
+            return content
+    return None
+
+
+def has_boxed(text: str) -> bool:
+    """True if ``text`` contains a complete (balanced, non-empty) ``\\boxed``/``\\fbox``."""
+    return _last_box(text) is not None
+
+
+def _clean_phrase_answer(raw: str) -> str:
+    """Cut "the answer is X. More text" down to X and strip typographic wrapping."""
+    m = _SENTENCE_END.search(raw)
+    if m is not None:
+        raw = raw[: m.start()]
+    s = raw.strip().strip("*").strip()  # markdown bold: "**42**"
+    for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right):
+            s = s[len(left) : -len(right)]
+    s = s.strip().strip("$").strip().rstrip(".").strip()
+    return _THOUSANDS_COMMA.sub("", s)
+
+
+def extract_answer(text: str) -> str | None:
+    """Extract the final answer from a model completion.
+
+    Priority (the first rule that yields something wins):
+
+    1. the content of the LAST complete ``\\boxed{...}`` / ``\\fbox{...}`` (balanced
+       braces, nesting allowed) or ``\\boxed 5`` (single bare token); if the last box is
+       unbalanced or empty, the previous complete one;
+    2. the last GSM8K line ``#### N`` (thousands separators removed);
+    3. the last "the answer is X" / "answer: X" (case-insensitive; X runs to the end of
+       the sentence or line; ``$``, ``**`` and a trailing period are stripped);
+    4. ``None``.
+
+    Linear time in ``len(text)``; for the usual "...\\boxed{42}" only the tail is scanned.
+    """
+    if not text:
+        return None
+    boxed = _last_box(text)
+    if boxed is not None:
+        return boxed
+
+    if "####" in text:
+        last = None
+        for last in _HASH_LINE.finditer(text):  # noqa: B007 - we want the last match
+            pass
+        if last is not None:
+            value = _THOUSANDS_COMMA.sub("", last.group(1)).strip().strip("$").strip()
+            value = value.rstrip(".").strip()
+            if value:
+                return value
+
+    for m in reversed(list(_ANSWER_PHRASE.finditer(text))):
+        tail = text[m.end() : m.end() + _PHRASE_MAX_CHARS].split("\n", 1)[0]
+        value = _clean_phrase_answer(tail)
+        if value:
+            return value
+    return None
+
+
+def normalize_gold(gold: str | int | float) -> str:
+    """Turn a dataset gold answer into a string math-verify can parse.
+
+    * GSM8K worked solutions: everything before the last ``####`` is dropped;
+    * thousands separators and ``$`` signs are removed, whitespace stripped;
+    * integral floats become integers (``27.0`` / ``"27.0"`` -> ``"27"``) so that the
+      string fast path in math-verify and humans reading logs see the same thing;
+    * LaTeX (``\\frac34``, ``\\frac{1}{2}``, ``\\sqrt{2}``) is left alone: math-verify
+      parses it.
+    """
+    if isinstance(gold, bool):  # bool is an int subclass; True is not a gold answer
+        raise TypeError("gold must be str, int or float, not bool")
+    if isinstance(gold, int):
+        return str(gold)
+    if isinstance(gold, float):
+        if math.isfinite(gold) and gold.is_integer():
+            return str(int(gold))
+        return repr(gold)
+    if not isinstance(gold, str):
+        raise TypeError(f"gold must be str, int or float, not {type(gold).__name__}")
+    s = gold
+    if "####" in s:
+        s = s.rsplit("####", 1)[1]
+    s = s.replace("\\$", "").replace("$", "").strip()
+    s = _THOUSANDS_COMMA.sub("", s)
+    m = _INTEGRAL_FLOAT.match(s)
+    if m is not None:
+        s = m.group(1)
+    return s

@@ -1,0 +1,25 @@
+"""`mathrl grade FILE.jsonl` through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_grade_cli(tmp_path):
+    f = tmp_path / "in.jsonl"
+    rows = [{"completion": "so \\boxed{72}", "gold": "72", "id": 1},
+            {"completion": "The answer is 0.5.", "gold": "\\frac{1}{2}"},
+            {"completion": "\\boxed{9^{9^{9^9}}}", "gold": "1"},
+            {"completion": "#### 27", "gold": 27.0}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    exe = shutil.which("mathrl") or str(Path(sys.executable).with_name("mathrl"))
+    out = subprocess.run([exe, "grade", str(f)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [g["correct"] for g in got] == [True, True, False, True]
+    assert got[0]["id"] == 1
+    assert "3/4 correct" in out.stderr

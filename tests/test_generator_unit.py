@@ -1,0 +1,53 @@
+"""Generator launcher: config -> argv/env, and a clear error quoting the log tail."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.config import RunConfig
+from services.generator.launcher import GeneratorError, VLLMServer, server_args, server_env
+
+
+def test_lora_mode_flags_on_cpu():
+    cfg = RunConfig.model_validate({"lora": {"rank": 8}, "generator": {"max_lora_rank": 8}})
+    args = server_args(cfg.generator, cfg.model, cfg.lora, model_path="m", device="cpu")
+    assert args[args.index("--host") + 1] == "127.0.0.1"
+    assert "--enable-lora" in args and args[args.index("--max-lora-rank") + 1] == "8"
+    assert args[args.index("--dtype") + 1] == "float32"
+    assert "--gpu-memory-utilization" not in args
+    env = server_env(cfg.generator, device="cpu", cpu_count=2)
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert "VLLM_SERVER_DEV_MODE" not in env
+
+
+def test_cuda_and_merged_flags():
+    cfg = RunConfig.model_validate({"generator": {"gpu_memory_utilization": 0.4,
+                                                  "sync_mode": "merged", "alias": "pol"}})
+    args = server_args(cfg.generator, cfg.model, cfg.lora, model_path="m", device="cuda")
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.4"
+    assert args[args.index("--dtype") + 1] == "bfloat16"
+    assert "--enable-lora" not in args
+    assert args[args.index("--served-model-name") + 1] == "pol"
+    env = server_env(cfg.generator, device="cuda")
+    assert env["VLLM_SERVER_DEV_MODE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
+
+
+def test_failed_start_quotes_log_tail(tmp_path):
+    # A model path that does not exist: the real server exits, and the error says why.
+    server = VLLMServer(str(tmp_path / "no-such-model"), ["--port", "1"], {},
+                        log_path=tmp_path / "gen.log", host="127.0.0.1", port=1)
+    server.start()
+    with pytest.raises(GeneratorError) as e:
+        server.wait_ready(120)
+    server.stop()
+    assert "exited with code" in str(e.value)
+    assert "no-such-model" in str(e.value)
+
+
+def test_timeout_quotes_log_tail(tmp_path):
+    server = VLLMServer("m", [], {}, log_path=tmp_path / "gen.log", host="127.0.0.1", port=9)
+    (tmp_path / "gen.log").write_text("line one\nstill loading\n")
+    with pytest.raises(GeneratorError, match="still loading"):
+        server.wait_ready(0.5)
