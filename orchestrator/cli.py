@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from orchestrator import cli_service, demo
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="GRPO training of math-reasoning models on one GPU (or a CPU).")
 
@@ -68,6 +70,10 @@ def grade(file: Path,
     with open(file) as f, GraderPool(n_workers=workers, timeout_s=timeout_s) as pool:
         n, correct = grade_jsonl(f, sys.stdout, pool)
     typer.echo(f"{correct}/{n} correct", err=True)
+
+
+cli_service.register(app)
+demo.register(app)
 
 
 def main() -> None:

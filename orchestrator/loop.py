@@ -20,7 +20,13 @@ from services.data import PromptSampler
 from services.generator.client import GeneratorClient
 from services.generator.sync import PolicySync
 from services.learner.grpo import group_advantages
-from services.schemas import GenerateRequest, LearnResult, TrainBatch, TrainSequence
+from services.schemas import (
+    AdapterRef,
+    GenerateRequest,
+    LearnResult,
+    TrainBatch,
+    TrainSequence,
+)
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 
@@ -46,11 +52,14 @@ class GRPOLoop:
         self.sinks = sinks or []
         self.sampler = PromptSampler(len(prompts.problems), seed=cfg.schedule.seed)
         self.state = LoopState(sampler=self.sampler.state_dict())
+        self.last_adapter: AdapterRef | None = None
+        """The policy version the generator serves now."""
 
     def start(self) -> None:
         """Publish the initial policy (version 0 = the base model) and serve it."""
         ref = ray.get(self.learner.publish.remote())
         self.sync.apply(ref)
+        self.last_adapter = ref
         self.state.adapter_version = ref.version
 
     def step(self) -> dict[str, float]:
@@ -88,6 +97,7 @@ class GRPOLoop:
 
         self.state.step += 1
         self.state.adapter_version = result.adapter.version
+        self.last_adapter = result.adapter
         self.state.sampler = self.sampler.state_dict()
         flat = [r for row in scored.rewards for r in row]
         lens = [len(c.token_ids) for g in groups for c in g]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 
 import ray
 
@@ -15,6 +17,29 @@ def start_ray(*, num_cpus: int | None = None, address: str | None = None) -> Non
     compose setup) or start a local head that carries it itself."""
     if ray.is_initialized():
         return
+    # ray.init installs SIGTERM/SIGINT handlers that abort the driver; keep the host's
+    # (uvicorn's graceful shutdown, or the default KeyboardInterrupt) so that a SIGTERM stops
+    # the scheduler, the generator and Ray in order.
+    saved = _signal_handlers()
+    try:
+        _init(num_cpus=num_cpus, address=address)
+    finally:
+        _restore(saved)
+
+
+def _signal_handlers() -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(saved: dict) -> None:
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def _init(*, num_cpus: int | None, address: str | None) -> None:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
         return

@@ -102,8 +102,12 @@ class RunHandle:
 
 
 def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
-                sinks: list[MetricsSink] | None = None) -> RunHandle:
-    """Spawn the learner for `cfg`, publish version 0, and return a loop ready to step."""
+                sinks: list[MetricsSink] | None = None, *, run_name: str | None = None
+                ) -> RunHandle:
+    """Spawn the learner for `cfg`, publish version 0, and return a loop ready to step.
+
+    `run_name` prefixes the adapter names in vLLM (default: the config's name); the service
+    passes a unique one so that runs sharing a config name never share adapter names."""
     from transformers import AutoTokenizer
 
     if Path(resolve_model_path(cfg.model.name_or_path)) != Path(stack.model_path):
@@ -118,7 +122,7 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
     served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
     learner = runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
                                     served_model_dir=served_dir)
-    sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=cfg.name,
+    sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
                       alias=cfg.generator.alias,
                       base_model_name=served_model_name(cfg, stack.generator_model_path))
     scorer = Scorer(cfg.reward, tokenizer)

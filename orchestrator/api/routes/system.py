@@ -1,0 +1,49 @@
+"""Health, Prometheus metrics and the dashboard page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from orchestrator.api.deps import ServiceDep, StoreDep
+from orchestrator.api.schemas import Health
+
+router = APIRouter(tags=["system"])
+STATIC = Path(__file__).resolve().parents[2] / "static"
+STATUSES = ("queued", "starting", "running", "completed", "failed", "cancelled")
+
+
+@router.get("/health", response_model=Health)
+def health(service: ServiceDep) -> Health:
+    ok = service.generator_ok()
+    return Health(status="ok" if ok else "degraded", generator=ok,
+                  active_run=service.active_run(), queued=service.queued())
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def prometheus(store: StoreDep) -> str:
+    runs = store.list()
+    lines = ["# HELP mathrl_runs Runs by status.", "# TYPE mathrl_runs gauge"]
+    for status in STATUSES:
+        n = sum(r.status == status for r in runs)
+        lines.append(f'mathrl_runs{{status="{status}"}} {n}')
+    lines += ["# HELP mathrl_run_step Optimizer steps done.", "# TYPE mathrl_run_step gauge"]
+    lines += [f'mathrl_run_step{{run="{r.id}",name="{_label(r.name)}"}} {r.step}' for r in runs]
+    lines += ["# HELP mathrl_run_metric Latest step metric of active runs.",
+              "# TYPE mathrl_run_metric gauge"]
+    for r in runs:
+        if r.status in ("starting", "running"):
+            lines += [f'mathrl_run_metric{{run="{r.id}",key="{_label(k)}"}} {v}'
+                      for k, v in sorted(r.latest_metrics.items())]
+    return "\n".join(lines) + "\n"
+
+
+@router.get("/", include_in_schema=False)
+def dashboard() -> FileResponse:
+    return FileResponse(STATIC / "index.html")

@@ -1,0 +1,184 @@
+"""The service end to end: `mathrl up` as a real process (vLLM, Ray, learner, API), runs
+submitted over HTTP, followed over SSE, queued, cancelled, and found intact after a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, free_port, tiny_config
+
+from orchestrator.client import ApiError, MathrlClient
+
+pytestmark = pytest.mark.slow
+
+
+class Up:
+    """`mathrl up` in its own process group, stopped by PID."""
+
+    def __init__(self, config: Path, home: Path):
+        self.config, self.home = config, home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MathrlClient:
+        log = open(self.home / "up.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "up", "--config", str(self.config),
+             "--port", str(self.port), "--db", str(self.home / "runs.db"),
+             "--work-dir", str(self.home / "work")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        log.close()
+        client = MathrlClient(self.url)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.home / "up.log").read_text()[-3000:]
+            try:
+                if client.health()["generator"]:
+                    return client
+            except (httpx.HTTPError, ApiError):
+                pass
+            time.sleep(1)
+        raise AssertionError("mathrl up did not become healthy")
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)  # the service stops its own children
+        try:
+            return self.proc.wait(timeout=180)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _toml(cfg) -> str:
+    """A RunConfig as TOML (the test writes its own small config file)."""
+    import json
+
+    lines = [f"name = {json.dumps(cfg.name)}"]
+    for section, values in cfg.model_dump(mode="json").items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"[{section}]")
+        sub = []
+        for k, v in values.items():
+            if isinstance(v, dict):
+                sub.append((f"{section}.{k}", v))
+            elif v is not None:
+                lines.append(f"{k} = {json.dumps(v)}")
+        for name, table in sub:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("service")
+    cfg = tiny_config(tiny_model_dir, schedule__steps=3)
+    (home / "stack.toml").write_text(_toml(cfg))
+    up = Up(home / "stack.toml", home)
+    client = up.start()
+    yield up, client, cfg
+    client.close()
+    up.stop()
+
+
+def _body(cfg, **changes) -> dict:
+    body = cfg.model_dump(mode="json")
+    for dotted, value in changes.items():
+        node = body
+        *head, last = dotted.split("__")
+        for k in head:
+            node = node[k]
+        node[last] = value
+    return body
+
+
+def _wait(client, run_id, pred, timeout_s=240):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = client.run(run_id)
+        if pred(run):
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting on run {run_id}: {client.run(run_id)}")
+
+
+def test_invalid_config_is_422_naming_the_field(service):
+    up, client, cfg = service
+    r = httpx.post(f"{up.url}/runs", json=_body(cfg, rollout__group_size=1))
+    assert r.status_code == 422
+    assert ["body", "rollout", "group_size"] in [d["loc"] for d in r.json()["detail"]]
+    r = httpx.post(f"{up.url}/runs", json={**_body(cfg), "bogus": 1})
+    assert r.status_code == 422 and "bogus" in r.text
+    r = httpx.post(f"{up.url}/runs", json=_body(cfg, model__name_or_path="/no/such/model"))
+    assert r.status_code == 422 and "name_or_path" in r.text
+    assert httpx.get(f"{up.url}/runs/nope").status_code == 404
+
+
+def test_submit_follow_sse_to_completed(service):
+    up, client, cfg = service
+    run_id = client.submit(_body(cfg, name="first")).id
+    events = list(client.events(run_id))
+    statuses = [e.data["status"] for e in events if e.kind == "status"]
+    assert statuses == ["queued", "starting", "running", "completed"]
+    streamed = {e.step: e.data for e in events if e.kind == "metrics"}
+    stored = {s.step: s.metrics for s in client.metrics(run_id).steps}
+    assert sorted(stored) == [1, 2, 3]
+    assert streamed == stored
+    run = client.run(run_id)
+    assert run.status == "completed" and run.step == 3 and run.adapter.endswith("-v3")
+    assert (Path(run.run_dir) / "adapters" / "step-3" / "adapter_model.safetensors").exists()
+    # Resuming with Last-Event-ID replays only what came after it.
+    tail = list(client.events(run_id, last_event_id=events[-3].id))
+    assert [e.id for e in tail] == [e.id for e in events[-2:]]
+    prom = httpx.get(f"{up.url}/metrics").text
+    assert 'mathrl_runs{status="completed"}' in prom
+
+
+def test_queue_runs_in_order_and_cancel(service):
+    up, client, cfg = service
+    a = client.submit(_body(cfg, name="a", schedule__steps=400)).id
+    b = client.submit(_body(cfg, name="b", schedule__steps=2)).id
+    c = client.submit(_body(cfg, name="c", schedule__steps=2)).id
+    _wait(client, a, lambda r: r.status == "running" and r.step >= 1)
+    assert client.run(b).status == "queued" and client.run(c).status == "queued"
+    assert client.cancel(c).status == "cancelled"  # cancel while queued
+    cancelled = client.cancel(a)
+    assert cancelled.status == "running"  # stops after its current step
+    run_a = _wait(client, a, lambda r: r.status == "cancelled")
+    assert 1 <= run_a.step < 400 and "cancel" in run_a.error
+    assert (Path(run_a.run_dir) / "adapters" / f"step-{run_a.step}").exists()
+    run_b = _wait(client, b, lambda r: r.status == "completed")
+    assert run_b.started_at >= run_a.finished_at
+    assert client.run(c).status == "cancelled" and client.run(c).started_at is None
+    with pytest.raises(ApiError) as e:
+        client.cancel(b)
+    assert e.value.status == 409
+
+
+def test_restart_keeps_every_run_and_metric(service):
+    up, client, cfg = service
+    before = {r.id: (r.status, r.step) for r in client.runs()}
+    metrics_before = {rid: client.metrics(rid).model_dump() for rid in before}
+    assert len(before) >= 4
+    assert up.stop() == 0
+    client2 = up.start()
+    try:
+        after = {r.id: (r.status, r.step) for r in client2.runs()}
+        assert after == before
+        assert {rid: client2.metrics(rid).model_dump() for rid in after} == metrics_before
+        # And the restarted service still runs new work.
+        rid = client2.submit(_body(cfg, name="after-restart", schedule__steps=1)).id
+        _wait(client2, rid, lambda r: r.status == "completed")
+    finally:
+        client2.close()
