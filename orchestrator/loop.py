@@ -70,7 +70,8 @@ class GRPOLoop:
         golds = [self.prompts.problems[i].answer for i in idx]
 
         t0 = time.perf_counter()
-        seed = cfg.schedule.seed * 1_000_003 + self.state.step * ro.prompts_per_step
+        seed = (cfg.schedule.seed * 1_000_003 + self.state.step * ro.prompts_per_step
+                if ro.per_request_seed else None)
         groups = self.client.generate(GenerateRequest(
             model=self.sync.served, prompts=prompt_ids, n=ro.group_size,
             max_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p, seed=seed,

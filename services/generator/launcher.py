@@ -86,6 +86,18 @@ def server_env(gen: GeneratorConfig, *, device: str,
     return env
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM the server when its parent dies,
+    so a killed orchestrator never leaves a vLLM server holding the port and the GPU. The
+    server sits in its own session (a terminal's Ctrl-C reaches only us, and we stop it in
+    order), so this is the backstop for when we cannot."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def detect_device() -> str:
     try:
         import torch
@@ -119,6 +131,7 @@ class VLLMServer:
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env}, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
 
