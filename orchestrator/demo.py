@@ -126,7 +126,7 @@ def _print_summary(console, client, run, elapsed_s: float) -> None:
     t = Table("", "before", "after")
     if run.evals:
         first, last = run.evals[0], run.evals[-1]
-        t.add_row("greedy accuracy (held-out)", f"{first['accuracy']:.1%}",
+        t.add_row("greedy accuracy (eval draw)", f"{first['accuracy']:.1%}",
                   f"{last['accuracy']:.1%}")
         t.add_row("greedy \\boxed{} rate", f"{first['format']:.1%}", f"{last['format']:.1%}")
     if steps:
