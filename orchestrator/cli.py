@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import cli_service, demo
+from orchestrator import cli_service, demo, eval_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="GRPO training of math-reasoning models on one GPU (or a CPU).")
@@ -74,6 +74,7 @@ def grade(file: Path,
 
 cli_service.register(app)
 demo.register(app)
+eval_cli.register(app)
 
 
 def main() -> None:
