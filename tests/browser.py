@@ -43,7 +43,8 @@ class Page:
         assert port, "chromium did not open its DevTools port"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             target = next(t for t in json.load(r) if t["type"] == "page")
-        self.ws = connect(target["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
+        self._conn = connect(target["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
+        self.ws = self._conn.__enter__()  # entered as a context manager, as websockets wants
         self._id = 0
 
     def call(self, method: str, **params) -> dict:
@@ -75,7 +76,7 @@ class Page:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._conn.__exit__(None, None, None)
         finally:
             self.proc.terminate()
             try:

@@ -195,6 +195,19 @@ def test_queue_runs_in_order_and_cancel(service, tmp_path):
     assert e.value.status == 409
 
 
+def test_failing_run_records_error_and_service_goes_on(service, tmp_path):
+    up, client, cfg = service
+    missing = tmp_path / "no-such-data.jsonl"
+    bad = client.submit(_body(cfg, name="bad", data__source="gsm8k", data__path=str(missing))).id
+    run = _wait(client, bad, lambda r: r.status in ("failed", "completed"))
+    assert run.status == "failed"
+    assert run.error.startswith("step 0:") and "no-such-data.jsonl" in run.error
+    reasons = [e.data["reason"] for e in client.events(bad) if e.kind == "status"]
+    assert reasons[-1] == "error at step 0"
+    ok = client.submit(_body(cfg, name="after-failure", schedule__steps=1)).id
+    assert _wait(client, ok, lambda r: r.status in ("failed", "completed")).status == "completed"
+
+
 def test_restart_keeps_every_run_and_metric(service):
     up, client, cfg = service
     before = {r.id: (r.status, r.step) for r in client.runs()}
