@@ -25,6 +25,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.tom
 
 def stack_config(settings: Settings) -> RunConfig:
     cfg = load_config(settings.config) if settings.config else load_config(DEFAULT_CONFIG)
+    if settings.config is None and not Path(cfg.model.name_or_path).exists():
+        # The default stack serves the offline tiny model: build it on first use.
+        from services.tinymodel import build_tiny_model
+
+        build_tiny_model(cfg.model.name_or_path)
     if settings.generator_url:
         cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
             update={"url": settings.generator_url})})
