@@ -28,11 +28,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return snapshot_download(name_or_path)
 
 
-def served_model_name(cfg: RunConfig, model_path: str) -> str:
-    """The name vLLM serves the base model under (the path given to `--model`)."""
-    return cfg.generator.alias if cfg.generator.sync_mode == "merged" else model_path
-
-
 @dataclass
 class Stack:
     """A generator process plus Ray; one per machine (one GPU), shared by successive runs."""
@@ -123,8 +118,7 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
     learner = runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
                                     served_model_dir=served_dir)
     sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
-                      alias=cfg.generator.alias,
-                      base_model_name=served_model_name(cfg, stack.generator_model_path))
+                      alias=cfg.generator.alias)
     scorer = Scorer(cfg.reward, tokenizer)
     loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
                     scorer=scorer, sinks=sinks)

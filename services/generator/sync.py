@@ -16,17 +16,14 @@ from services.schemas import AdapterRef
 
 
 class PolicySync:
-    def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str,
-                 base_model_name: str):
+    def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str):
         self.client = client
         self.mode = mode
         self.run_name = run_name
         self.alias = alias
-        self.base_model_name = base_model_name
         self.served: str | None = None
         """Model name to sample the current policy from."""
         self.version: int | None = None
-        self.retired: list[str] = []
         self._alias_loaded = False
 
     def versioned_name(self, version: int) -> str:
@@ -50,7 +47,6 @@ class PolicySync:
         self.served, self.version = name, ref.version
         if previous is not None and previous != name:
             self.client.unload_adapter(previous)
-            self.retired.append(previous)
         return name
 
     def release(self) -> None:
