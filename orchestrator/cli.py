@@ -8,10 +8,19 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import cli_service, demo, eval_cli
+from orchestrator import cli_service, demo, errors, eval_cli, plan_cli
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# pretty_exceptions_enable=False: failures are printed by errors.run_cli (plain lines, or the
+# plain traceback with --debug), not as a full-screen rich traceback.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GRPO training of math-reasoning models on one GPU (or a CPU).")
+
+
+@app.callback()
+def _global(debug: Annotated[bool, typer.Option(
+        "--debug", envvar="MATHRL_DEBUG",
+        help="Show the traceback of a failure (also accepted after the verb)")] = False) -> None:
+    """GRPO training of math-reasoning models on one GPU (or a CPU)."""
 
 
 def _load(config: Path):
@@ -22,7 +31,8 @@ def _load(config: Path):
     try:
         return load_config(config)
     except ValidationError as e:
-        typer.echo(f"invalid config {config}:\n{e}", err=True)
+        typer.echo(f"error: invalid config {config}:\n  " + "\n  ".join(
+            errors.validation_lines(e.errors(include_url=False))), err=True)
         raise typer.Exit(2) from e
 
 
@@ -40,24 +50,20 @@ def make_tiny_model(out_dir: Path,
 @app.command()
 def train(config: Path,
           out_dir: Annotated[Path | None, typer.Option(help="Overrides schedule.out_dir")] = None,
+          log_level: cli_service.LogLevelOpt = "info",
           ) -> None:
     """Run one training run in the foreground: starts the generator and Ray, stops them after."""
-    from orchestrator.metrics import ConsoleSink, JsonlSink
-    from orchestrator.stack import Stack, prepare_run
+    from orchestrator.train import train_foreground
 
     cfg = _load(config)
+    from services.memory.check import fit_problem
+
+    if (problem := fit_problem(cfg)) is not None:
+        typer.echo(f"error: {problem[0]}: {problem[1]}", err=True)
+        raise typer.Exit(2)
     base = out_dir or Path(cfg.schedule.out_dir)
-    run_dir = base / cfg.name
-    jsonl = JsonlSink(run_dir / "metrics.jsonl")
-    with Stack(cfg, base / ".stack") as stack:
-        handle = prepare_run(stack, cfg, run_dir,
-                             sinks=[jsonl, ConsoleSink(cfg.schedule.steps)])
-        try:
-            handle.loop.run()
-        finally:
-            handle.close()
-            jsonl.close()
-    typer.echo(f"metrics: {jsonl.path}")
+    metrics = train_foreground(cfg, base, log_level=log_level)
+    typer.echo(f"metrics: {metrics}")
 
 
 @app.command()
@@ -75,10 +81,11 @@ def grade(file: Path,
 cli_service.register(app)
 demo.register(app)
 eval_cli.register(app)
+plan_cli.register(app)
 
 
 def main() -> None:
-    app()
+    errors.run_cli(app, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -13,11 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.api.schemas import TERMINAL, RunPublic
-from orchestrator.client import ApiError, MathrlClient
+from orchestrator.client import MathrlClient
+from orchestrator.errors import InvalidFile
 
 console = Console()
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="MATHRL_URL",
                                             help="Orchestrator API (default 127.0.0.1:8000)")]
+LogLevelOpt = Annotated[Literal["warning", "info", "debug"], typer.Option(
+    envvar="MATHRL_LOG_LEVEL",
+    help="Console detail; debug adds HTTP request, uvicorn and Ray logs, and tracebacks")]
 SHOWN = ("reward/mean", "reward/accuracy", "reward/format", "completion/mean_tokens", "loss/kl",
          "time/step")
 
@@ -31,35 +36,33 @@ def up(
     ray_address: Annotated[str | None, typer.Option(envvar="MATHRL_RAY_ADDRESS")] = None,
     db: Annotated[Path, typer.Option(envvar="MATHRL_DB")] = Path(".mathrl/mathrl.db"),
     work_dir: Annotated[Path, typer.Option(envvar="MATHRL_WORK_DIR")] = Path(".mathrl/work"),
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Start generator, Ray (with the learner) and the API; Ctrl-C stops them all."""
     from orchestrator.server import serve
     from orchestrator.settings import Settings
 
     settings = Settings(host=host, port=port, config=config, db=db, work_dir=work_dir,
-                        generator_url=generator_url, ray_address=ray_address)
-    serve(settings, on_ready=lambda: console.print(
-        f"mathrl is up: API http://{host}:{port}  dashboard http://{host}:{port}/"))
+                        generator_url=generator_url, ray_address=ray_address,
+                        log_level=log_level)
+    serve(settings, on_ready=lambda: logging.getLogger("mathrl.server").info(
+        "mathrl is up: API http://%s:%d  dashboard http://%s:%d/", host, port, host, port))
 
 
 def _client(url: str | None) -> MathrlClient:
     return MathrlClient(url)
 
 
-def _fail(e: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {e}")
-    return typer.Exit(1)
-
-
+# Failures (unreachable API, HTTP errors, unreadable files) are turned into plain lines by
+# `orchestrator.errors.run_cli`, the entry point of every verb.
 def submit(config: Path, url: UrlOpt = None) -> None:
     """Submit a run (TOML config) to a running orchestrator; prints the run id."""
     with open(config, "rb") as f:
-        body = tomllib.load(f)
-    try:
-        created = _client(url).submit(body)
-    except (ApiError, OSError) as e:
-        raise _fail(e) from e
-    typer.echo(created.id)
+        try:
+            body = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidFile(f"{config} is not valid TOML: {e}") from None
+    typer.echo(_client(url).submit(body).id)
 
 
 def _table(runs: list[RunPublic]) -> Table:
@@ -100,13 +103,10 @@ def status(run_id: Annotated[str | None, typer.Argument()] = None,
            url: UrlOpt = None) -> None:
     """Show all runs, or one run (`--follow`: live until it ends)."""
     client = _client(url)
-    try:
-        if run_id is None:
-            console.print(_table(client.runs()))
-            return
-        run = follow(client, run_id) if follow_ else client.run(run_id)
-    except (ApiError, OSError) as e:
-        raise _fail(e) from e
+    if run_id is None:
+        console.print(_table(client.runs()))
+        return
+    run = follow(client, run_id) if follow_ else client.run(run_id)
     console.print(_table([run]))
     if run.latest_metrics:
         console.print(_summary(run.latest_metrics))
@@ -118,10 +118,7 @@ def status(run_id: Annotated[str | None, typer.Argument()] = None,
 
 def cancel(run_id: str, url: UrlOpt = None) -> None:
     """Cancel a run (a running one stops after its current step and keeps its adapter)."""
-    try:
-        run = _client(url).cancel(run_id)
-    except (ApiError, OSError) as e:
-        raise _fail(e) from e
+    run = _client(url).cancel(run_id)
     typer.echo(f"{run.id} {run.status}")
 
 

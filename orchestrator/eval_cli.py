@@ -15,6 +15,13 @@ import typer
 from services.data import Problem, load_gsm8k_jsonl, load_math, load_problems, render_prompt
 
 
+def _vllm_rank(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds an adapter of this rank."""
+    from services.config import VLLM_LORA_RANKS
+
+    return min((r for r in VLLM_LORA_RANKS if r >= rank), default=VLLM_LORA_RANKS[-1])
+
+
 def load_dataset(spec: str, *, limit: int | None, split: str) -> list[Problem]:
     """A file (GSM8K-style JSONL with `question`, else MATH-style problem/answer), `arith`
     (the synthetic single-digit task), or a Hugging Face dataset name (`name[:config]`)."""
@@ -52,7 +59,13 @@ def eval_command(
     from transformers import AutoTokenizer
 
     from orchestrator.stack import resolve_model_path
-    from services.config import GeneratorConfig, LoraConfig, ModelConfig
+    from services.config import (
+        GeneratorConfig,
+        LoraConfig,
+        ModelConfig,
+        RolloutConfig,
+        RunConfig,
+    )
     from services.data import DEFAULT_INSTRUCTION
     from services.generator.client import GeneratorClient
     from services.generator.launcher import launch
@@ -64,9 +77,14 @@ def eval_command(
     rank = 16
     if adapter is not None:
         rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
-    gen = GeneratorConfig(port=_free_port(), max_lora_rank=max(rank, 16))
-    server = launch(gen, ModelConfig(name_or_path=model, max_model_len=max_model_len),
-                    LoraConfig(rank=rank), model_path=model_path,
+    gen = GeneratorConfig(port=_free_port(), max_lora_rank=_vllm_rank(max(rank, 16)))
+    # A server for evaluation: the plan's flags for one request per problem in flight.
+    cfg = RunConfig(model=ModelConfig(name_or_path=model, max_model_len=max_model_len),
+                    lora=LoraConfig(rank=rank), generator=gen,
+                    rollout=RolloutConfig(max_new_tokens=min(max_new_tokens, max_model_len - 1),
+                                          prompts_per_step=max(1, min(len(problems), 256)),
+                                          group_size=2))
+    server = launch(cfg, model_path=model_path,
                     log_path=Path(tempfile.mkdtemp(prefix="mathrl-eval-")) / "generator.log")
     try:
         with GeneratorClient(server.url) as client, GraderPool() as pool:

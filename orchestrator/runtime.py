@@ -12,19 +12,24 @@ import ray
 from services.config import RunConfig
 
 
-def start_ray(*, num_cpus: int | None = None, address: str | None = None) -> None:
+def start_ray(*, num_cpus: int | None = None, address: str | None = None,
+              log_to_driver: bool = True) -> str | None:
     """Join `address` (a cluster whose learner node carries the `learner` resource, as in the
-    compose setup) or start a local head that carries it itself."""
+    compose setup) or start a local head that carries it itself. `log_to_driver=False` leaves
+    the workers' output in Ray's session logs instead of this process's console. Returns
+    the folder of those logs (None when Ray was already up)."""
     if ray.is_initialized():
-        return
+        return None
     # ray.init installs SIGTERM/SIGINT handlers that abort the driver; keep the host's
     # (uvicorn's graceful shutdown, or the default KeyboardInterrupt) so that a SIGTERM stops
     # the scheduler, the generator and Ray in order.
     saved = _signal_handlers()
     try:
-        _init(num_cpus=num_cpus, address=address)
+        ctx = _init(num_cpus=num_cpus, address=address, log_to_driver=log_to_driver)
     finally:
         _restore(saved)
+    session = ctx.address_info.get("session_dir")
+    return os.path.join(session, "logs") if session else None
 
 
 def _signal_handlers() -> dict:
@@ -39,19 +44,18 @@ def _restore(saved: dict) -> None:
             signal.signal(sig, handler)
 
 
-def _init(*, num_cpus: int | None, address: str | None) -> None:
+def _init(*, num_cpus: int | None, address: str | None, log_to_driver: bool):
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        return
+        return ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
     # A short private temp dir: Ray's unix socket paths must stay under ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="mathrl-ray-", dir="/tmp")
-    ray.init(
+    return ray.init(
         num_cpus=num_cpus or min(os.cpu_count() or 1, 4),
         resources={"learner": 1},
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         _temp_dir=temp_dir,
-        log_to_driver=True,
+        log_to_driver=log_to_driver,
         configure_logging=False,
     )
 

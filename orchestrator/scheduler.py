@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from pathlib import Path
 
 from orchestrator.evaluate import Evaluator
+from orchestrator.recorder import RunRecorder
 from orchestrator.stack import Stack, prepare_run
 from orchestrator.store import RunStore
+from orchestrator.trackers import open_trackers
 from services.config import RunConfig
 from services.rewards import GraderPool
 
@@ -36,10 +37,13 @@ class Scheduler:
         for run_id in self.store.ids_with_status("starting", "running"):
             self.store.set_status(run_id, "failed", "orchestrator restarted",
                                   error="the orchestrator stopped while this run was active")
+            log.warning("run %s was active when the orchestrator stopped: marked failed", run_id)
         self._thread.start()
 
     def stop(self, timeout_s: float = 120.0) -> None:
         self._stop.set()
+        if self.active is not None:
+            log.info("stopping: run %s ends after its current step", self.active)
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
@@ -61,12 +65,15 @@ class Scheduler:
     def _run(self, run_id: str) -> None:
         store = self.store
         cfg = RunConfig.model_validate(store.config(run_id))
-        store.set_status(run_id, "starting", "picked from the queue")
+        rec = RunRecorder(store, run_id, cfg.name, cfg.schedule.steps)
+        rec.status("starting", "picked from the queue")
         run_dir = self.work_dir / "runs" / run_id
         store.set_run_dir(run_id, str(run_dir))
         handle = eval_pool = None
         step = 0
         try:
+            rec.trackers = open_trackers(cfg, run_dir, name=f"{cfg.name}-{run_id}")
+            log.info("run %s: run dir %s, trackers: %s", run_id, run_dir, rec.trackers.describe())
             handle = prepare_run(self.stack, cfg, run_dir, run_name=f"{cfg.name}-{run_id[:6]}")
             loop = handle.loop
             evaluate = None
@@ -74,33 +81,33 @@ class Scheduler:
                 eval_pool = GraderPool(n_workers=cfg.reward.num_workers,
                                        timeout_s=cfg.reward.timeout_s)
                 evaluate = Evaluator(cfg, handle.scorer.tokenizer, self.stack.client, eval_pool)
-                store.record_eval(run_id, 0, evaluate(handle.sync.served))
-            store.set_status(run_id, "running", "generator and learner ready")
+                rec.eval(0, evaluate(handle.sync.served))
+            rec.status("running", "generator and learner ready")
             while loop.state.step < cfg.schedule.steps:
                 if store.cancel_requested(run_id):
-                    store.set_status(run_id, "cancelled", f"cancelled after step {step}",
-                                     error=f"cancelled by request after step {step}")
+                    rec.status("cancelled", f"cancelled after step {step}",
+                               error=f"cancelled by request after step {step}")
                     return
                 if self._stop.is_set():
-                    store.set_status(run_id, "failed", "orchestrator shut down",
-                                     error=f"the orchestrator shut down after step {step}")
+                    rec.status("failed", "orchestrator shut down",
+                               error=f"the orchestrator shut down after step {step}")
                     return
                 metrics = loop.step()
                 step = loop.state.step
                 ref = loop.last_adapter
-                store.record_step(run_id, step, metrics, handle.sync.served,
-                                  ref.path if ref else None)
+                rec.step(step, metrics, handle.sync.served, ref.path if ref else None)
                 every = cfg.eval.every_n_steps
                 if evaluate and every and step % every == 0 and step < cfg.schedule.steps:
-                    store.record_eval(run_id, step, evaluate(handle.sync.served))
+                    rec.eval(step, evaluate(handle.sync.served))
             if evaluate:
-                store.record_eval(run_id, step, evaluate(handle.sync.served))
-            store.set_status(run_id, "completed", f"{step} steps")
+                rec.eval(step, evaluate(handle.sync.served))
+            rec.status("completed", f"{step} steps")
         except Exception as e:  # noqa: BLE001 - any failure ends this run, not the service
-            log.error("run %s failed at step %d:\n%s", run_id, step, traceback.format_exc())
-            store.set_status(run_id, "failed", f"error at step {step}",
-                             error=f"step {step}: {type(e).__name__}: {e}"[:4000])
+            log.debug("run %s failed at step %d", run_id, step, exc_info=True)  # file only
+            rec.status("failed", f"error at step {step}",
+                       error=f"step {step}: {type(e).__name__}: {e}"[:4000])
         finally:
+            rec.close()
             if eval_pool is not None:
                 eval_pool.close()
             if handle is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from orchestrator.api.app import Service, create_app
+from orchestrator.logs import setup_logging, where
 from orchestrator.scheduler import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.stack import Stack
@@ -36,11 +37,17 @@ def stack_config(settings: Settings) -> RunConfig:
     return cfg
 
 
+log = logging.getLogger("mathrl.server")
+
+
 def serve(settings: Settings, *, on_ready=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    log_file = setup_logging(settings.work_dir / "logs" / "mathrl.log", settings.log_level)
+    debug = settings.log_level == "debug"
     cfg = stack_config(settings)
     store = RunStore(settings.db)
-    stack = Stack(cfg, settings.work_dir / "stack", ray_address=settings.ray_address)
+    stack = Stack(cfg, settings.work_dir / "stack", ray_address=settings.ray_address,
+                  ray_log_to_driver=debug)
+    log.info("starting the generator (%s) and Ray (log: %s)", cfg.model.name_or_path, log_file)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -48,6 +55,7 @@ def serve(settings: Settings, *, on_ready=None) -> None:
         scheduler = Scheduler(store, stack, settings.work_dir)
         app.state.service = Service(scheduler=scheduler, stack=stack)
         scheduler.start()
+        log.info(where(log_file, stack))
         if on_ready:
             on_ready()
         try:
@@ -63,7 +71,9 @@ def serve(settings: Settings, *, on_ready=None) -> None:
     # lets `mathrl up` exit 0 on SIGTERM (Ctrl-C still ends in KeyboardInterrupt -> 130).
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        # log_config=None: uvicorn's records go through our handlers (access lines to the log
+        # file; to the console only at debug) instead of loggers of its own.
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                    log_level="info", timeout_graceful_shutdown=5)
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,3 +30,7 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     """Join this Ray cluster (its learner node carries the `learner` resource) instead of
     starting a local head."""
+    log_level: Literal["warning", "info", "debug"] = "info"
+    """Console detail: `info` shows status changes, step lines, evaluations and warnings;
+    `debug` adds the libraries' own logs (HTTP requests, uvicorn access, Ray's output) and
+    tracebacks. Everything goes to `<work_dir>/logs/mathrl.log` whatever the level."""

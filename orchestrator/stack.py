@@ -40,6 +40,11 @@ class Stack:
     client: GeneratorClient | None = None
     owns_ray: bool = False
     ray_address: str | None = None
+    ray_log_to_driver: bool = True
+    """Stream the Ray workers' (learner's) output to this console; else it stays in Ray's
+    session logs (`ray_logs`)."""
+    ray_logs: str | None = None
+    """Ray's session log folder (the learner's stdout/stderr), once Ray is started here."""
     _closers: list = field(default_factory=list)
 
     def start(self) -> Stack:
@@ -57,14 +62,14 @@ class Stack:
         if self.cfg.generator.url:
             url = self.cfg.generator.url
         else:
-            self.server = launch(self.cfg.generator, self.cfg.model, self.cfg.lora,
-                                 model_path=self.generator_model_path,
+            self.server = launch(self.cfg, model_path=self.generator_model_path,
                                  log_path=self.work_dir / "logs" / "generator.log",
-                                 seed=self.cfg.schedule.seed, device=device)
+                                 device=device)
             url = self.server.url
         self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s)
         if not ray.is_initialized():
-            runtime.start_ray(address=self.ray_address)
+            self.ray_logs = runtime.start_ray(address=self.ray_address,
+                                              log_to_driver=self.ray_log_to_driver)
             self.owns_ray = True
         return self
 
@@ -118,7 +123,7 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
     learner = runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
                                     served_model_dir=served_dir)
     sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
-                      alias=cfg.generator.alias)
+                      alias=cfg.generator.alias, keep=cfg.generator.keep_adapters)
     scorer = Scorer(cfg.reward, tokenizer)
     loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
                     scorer=scorer, sinks=sinks)

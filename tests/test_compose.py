@@ -30,7 +30,6 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 CONFIG_12GB = ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-12gb.toml"
-CONFIG_16GB = ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-16gb.toml"
 SERVICES = ("generator", "learner", "orchestrator")
 GPU_SERVICES = ("generator", "learner")
 HF_CACHE = "/root/.cache/huggingface"
@@ -210,8 +209,8 @@ def container_ports(svc: dict) -> list[int]:
 
 def generator_expected(cfg, model_path: str) -> list[str]:
     gen = cfg.generator.model_copy(update={"host": GEN_HOST, "port": GEN_PORT})
-    return server_args(gen, cfg.model, cfg.lora, model_path=model_path, device=GEN_DEVICE,
-                       seed=cfg.schedule.seed)
+    return server_args(cfg.model_copy(update={"generator": gen}), model_path=model_path,
+                       device=GEN_DEVICE)
 
 
 def generator_split(gen_svc: dict) -> tuple[str, list[str]]:
@@ -282,15 +281,35 @@ def test_generator_flags_match_server_args(services, cfg):
     assert flags == generator_expected(cfg, model)
 
 
-def test_16gb_config_needs_only_the_memory_knob(services, cfg):
-    """The same generator serves the 16 GB config: only --gpu-memory-utilization differs."""
-    big = load_config(CONFIG_16GB)
+PROFILES = sorted((ROOT / "configs").glob("qwen2.5-math-1.5b-gsm8k-*gb.toml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem.rsplit("-", 1)[-1])
+def test_each_profile_is_served_by_its_planned_variables(env, profile):
+    """One generator service serves every GPU profile: with the four variables that
+    `mathrl plan --env` prints for a profile, compose's flags are the launcher's for it."""
+    from orchestrator.plan_cli import compose_env
+    from services.memory import load_shape, plan_run
+
+    prof = load_config(profile)
+    plan_env = compose_env(prof, plan_run(load_shape(prof.model.name_or_path), prof),
+                           prof.model.name_or_path)
+    services = resolve(yaml.safe_load(COMPOSE.read_text()), {**env, **plan_env})["services"]
     model, flags = generator_split(services["generator"])
-    same = big.model_copy(update={"generator": big.generator.model_copy(
-        update={"gpu_memory_utilization": cfg.generator.gpu_memory_utilization})})
-    assert generator_expected(same, model) == flags
-    assert big.model.name_or_path == cfg.model.name_or_path
-    assert big.generator.gpu_memory_utilization != cfg.generator.gpu_memory_utilization
+    assert model == prof.model.name_or_path
+    assert flags == generator_expected(prof, model)
+    if profile == CONFIG_12GB:  # the default RUN_CONFIG: .env.example carries its values
+        assert {k: env[k] for k in plan_env} == plan_env
+    # The comment in .env.example lists each profile's values.
+    assert all(f"{k}={v}" in ENV_EXAMPLE.read_text() for k, v in plan_env.items())
+
+
+def test_compose_defaults_are_the_12gb_plan(env):
+    """Without an .env file, compose's `${VAR:-default}` values serve the 12 GB profile."""
+    services = resolve(yaml.safe_load(COMPOSE.read_text()), {})["services"]
+    cfg12 = load_config(CONFIG_12GB)
+    _, flags = generator_split(services["generator"])
+    assert flags == generator_expected(cfg12, cfg12.model.name_or_path)
 
 
 def test_generator_environment_matches_server_env(services, cfg):

@@ -12,6 +12,7 @@ import asyncio
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import threading
@@ -321,3 +322,59 @@ def test_screenshot_mid_stream(fake, tmp_path):
     saturation = img.crop((0, HEIGHT // 2, WIDTH, HEIGHT)).convert("HSV").getchannel("S")
     colored = sum(saturation.histogram()[100:])
     assert colored > 5000, colored
+
+
+def _colour_pixels(png: Path, box: dict, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    """Pixels within `tol` of `rgb` (per channel) inside the page rectangle `box`."""
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB").crop(
+        (int(box["x"]), int(box["y"]), int(box["x"] + box["width"]),
+         int(box["y"] + box["height"])))
+    raw = img.tobytes()
+    return sum(1 for i in range(0, len(raw), 3)
+               if all(abs(raw[i + c] - rgb[c]) <= tol for c in range(3)))
+
+
+def test_compare_two_runs_overlays_their_curves(fake, tmp_path):
+    """A person ticks two runs in the table: every comparison chart draws both runs' curves,
+    each in its own colour, the selected run stays as it was, and the URL links the view."""
+    from browser import Page
+
+    page = Page(fake.url + "/?run=run-done", tmp_path / "profile")
+    try:
+        page.wait_for("document.querySelectorAll('#runs input.cmp').length === 5")
+        assert page.evaluate("document.getElementById('compare').hidden")  # nothing ticked
+        for rid in ("run-done", "run-failed"):
+            page.evaluate(f"document.querySelector('tr[data-run=\"{rid}\"] input.cmp').click()")
+        charts = page.wait_for(
+            "(() => { const c = [...document.querySelectorAll('#compare canvas')]"
+            ".map(x => [x.id, +x.dataset.series, +x.dataset.points]);"
+            " return c.every(x => x[1] === 2) ? c : null })()", timeout_s=20)
+        legend = page.evaluate("[...document.querySelectorAll('#compare-runs li')]"
+                               ".map(li => li.dataset.run)")
+        query = page.evaluate("new URL(location.href).searchParams.get('compare')")
+        selected = page.evaluate("document.querySelector('#runs tr.selected').dataset.run")
+        box = page.evaluate("(() => { const r = document.getElementById('compare')"
+                            ".getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width,"
+                            " height: r.height} })()")
+        png = page.screenshot(tmp_path / "compare.png")
+    finally:
+        page.close()
+    # run-done has 20 steps, run-failed 3: both curves on each of the four charts.
+    assert [(c[1], c[2]) for c in charts] == [(2, 23)] * 4, charts
+    assert legend == ["run-done", "run-failed"]
+    assert query == "run-done,run-failed"
+    assert selected == "run-done"  # ticking a box does not select its row
+    # The first two palette colours (blue #2563eb, red #dc2626) are both drawn in the card.
+    assert _colour_pixels(png, box, (0x25, 0x63, 0xEB)) > 300
+    assert _colour_pixels(png, box, (0xDC, 0x26, 0x26)) > 300
+
+
+def test_compare_from_url(fake, tmp_path):
+    """`/?compare=a,b` opens the comparison directly (a link someone shared)."""
+    html = run_chromium(fake.url + "/?compare=run-done,run-failed", tmp_path / "p", 1500,
+                        "--dump-dom")
+    counts = dict(re.findall(r'id="(cmp-[a-z]+)"[^>]*data-series="(\d+)"', html))
+    assert counts == {c: "2" for c in ("cmp-reward", "cmp-accuracy", "cmp-tokens", "cmp-time")}
+    assert 'href="/runs/run-done/metrics?format=csv"' in html

@@ -10,7 +10,7 @@ from services.generator.launcher import GeneratorError, VLLMServer, server_args,
 
 def test_lora_mode_flags_on_cpu():
     cfg = RunConfig.model_validate({"lora": {"rank": 8}, "generator": {"max_lora_rank": 8}})
-    args = server_args(cfg.generator, cfg.model, cfg.lora, model_path="m", device="cpu")
+    args = server_args(cfg, model_path="m", device="cpu")
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert "--enable-lora" in args and args[args.index("--max-lora-rank") + 1] == "8"
     assert args[args.index("--dtype") + 1] == "float32"
@@ -25,8 +25,10 @@ def test_lora_mode_flags_on_cpu():
 def test_cuda_and_merged_flags():
     cfg = RunConfig.model_validate({"generator": {"gpu_memory_utilization": 0.4,
                                                   "sync_mode": "merged", "alias": "pol"}})
-    args = server_args(cfg.generator, cfg.model, cfg.lora, model_path="m", device="cuda")
+    args = server_args(cfg, model_path="m", device="cuda")
+    # No config.json for "m": no plan, so vLLM sizes its KV cache from the configured share.
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.4"
+    assert "--kv-cache-memory-bytes" not in args
     assert args[args.index("--dtype") + 1] == "bfloat16"
     assert "--enable-lora" not in args
     assert args[args.index("--served-model-name") + 1] == "pol"

@@ -217,3 +217,38 @@ def test_bad_arguments_raise():
         policy_loss(z, z[:, :2], torch.ones(2), torch.ones(2, 3))
     with pytest.raises(ValueError):
         masked_aggregate(z, torch.ones(2, 3), "seq_mean_token_sum_norm", max_tokens=0)
+
+
+# --- truncated importance sampling ---------------------------------------------------------
+
+def test_tis_weights_by_hand():
+    from services.learner.grpo import tis_weights
+
+    learner = torch.tensor([[-1.0, -2.0, -0.5], [-3.0, -1.0, 0.0]])
+    sampler = torch.tensor([[-1.5, -1.0, -0.5], [-1.0, -2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    w, m = tis_weights(learner, sampler, mask, cap=2.0)
+    # exp(0.5)=1.6487, exp(-1)=0.3679, exp(0)=1, exp(-2)=0.1353, exp(1)=2.718 -> capped at 2
+    want = torch.tensor([[math.exp(0.5), math.exp(-1.0), 1.0], [math.exp(-2.0), 2.0, 0.0]])
+    torch.testing.assert_close(w, want)
+    assert m["off_policy/is_weight_mean"] == pytest.approx(float(want.sum()) / 5)
+    assert m["off_policy/clipped_frac"] == pytest.approx(1 / 5)
+    assert not w.requires_grad
+
+
+def test_tis_scales_each_token_and_off_is_todays_loss():
+    from services.learner.grpo import policy_loss
+
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -1.5]], requires_grad=True)
+    mask = torch.ones(2, 2)
+    adv = torch.tensor([1.0, -2.0])
+    w = torch.tensor([[0.5, 2.0], [1.0, 0.25]])
+    plain, _ = policy_loss(logp, logp.detach(), adv, mask)
+    same, _ = policy_loss(logp, logp.detach(), adv, mask, is_weights=None)
+    assert float(plain) == float(same)
+    weighted, _ = policy_loss(logp, logp.detach(), adv, mask, is_weights=w)
+    # ratio 1: per-token pg = -A; weighted token mean = -(0.5*1 + 2*1 + 1*-2 + 0.25*-2) / 4
+    assert float(weighted) == pytest.approx(-(0.5 + 2.0 - 2.0 - 0.5) / 4)
+    (g,) = torch.autograd.grad(weighted, logp)
+    # d/dlogp of -w * ratio * A at ratio 1 is -w * A, over 4 tokens
+    torch.testing.assert_close(g, -(w * adv.unsqueeze(1)) / 4)

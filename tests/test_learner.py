@@ -63,3 +63,50 @@ def test_qlora_8bit_adam_kl_and_checkpointing(tiny_model_dir, tmp_path):
     kls = [learner.train_step(_batch(i)).metrics["loss/kl"] for i in range(3)]
     assert kls[0] == pytest.approx(0.0, abs=1e-6)  # policy == reference before any update
     assert kls[-1] > 0.0
+
+
+def test_4bit_keeps_embedding_at_the_load_dtype(tiny_model_dir, tmp_path):
+    """peft's prepare_model_for_kbit_training would upcast the tied embedding / lm_head to
+    fp32 (0.93 GB instead of 0.47 for Qwen2.5-1.5B); the learner keeps it at the load dtype,
+    with fp32 LoRA weights, and still trains."""
+    import torch
+
+    cfg = tiny_config(tiny_model_dir, learner__load_in_4bit=True, model__dtype="bfloat16",
+                      learner__gradient_checkpointing=True, learner__optimizer="adamw8bit")
+    learner = Learner(cfg, model_path=str(tiny_model_dir), run_dir=str(tmp_path))
+    base = learner.model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert base.get_output_embeddings().weight.dtype == torch.bfloat16
+    lora = [p for n, p in learner.model.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora)
+    assert not any(p.requires_grad for n, p in learner.model.named_parameters()
+                   if "lora_" not in n)
+    res = learner.train_step(_batch())
+    assert res.metrics["optim/grad_norm"] > 0
+
+
+def test_tis_metrics_when_sampler_logprobs_come(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir)
+    learner = Learner(cfg, model_path=str(tiny_model_dir), run_dir=str(tmp_path))
+    b = _batch()
+    seqs = [s.model_copy(update={"sampler_logprobs": [-50.0] * len(s.completion_ids)})
+            for s in b.sequences]
+    m = learner.train_step(TrainBatch(step=0, sequences=seqs)).metrics
+    # The sampler gave every token ~0 probability: every weight hits the cap.
+    assert m["off_policy/clipped_frac"] == 1.0
+    assert m["off_policy/is_weight_mean"] == cfg.algorithm.tis_cap
+    assert m["perf/learner_tokens_per_s"] > 0
+    off = tiny_config(tiny_model_dir, algorithm__tis_cap=None)
+    m = Learner(off, model_path=str(tiny_model_dir), run_dir=str(tmp_path / "off")).train_step(
+        TrainBatch(step=0, sequences=seqs)).metrics
+    assert "off_policy/is_weight_mean" not in m
+
+
+def test_memory_cap_message_names_the_component():
+    from services.learner.memcap import MemoryCap
+
+    cap = MemoryCap(3 * 2**30, {"context": 1, "weights": 2**30, "activations": 2**30,
+                                "logprobs": 2**28})
+    msg = cap.explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nTRACE"))
+    assert "learner.activations" in msg and "learner.micro_batch_size" in msg
+    assert "3.00 GiB" in msg and "Tried to allocate 2.00 GiB" in msg and "TRACE" not in msg

@@ -3,7 +3,10 @@ submitted over HTTP, followed over SSE, queued, cancelled, and found intact afte
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, free_port, tiny_config
+from tracker_readers import tensorboard_scalars
 
 from orchestrator.client import ApiError, MathrlClient
 
@@ -145,6 +149,51 @@ def test_submit_follow_sse_to_completed(service):
     assert 'mathrl_runs{status="completed"}' in prom
 
 
+def _run_named(client, name):
+    return next(r for r in client.runs() if r.name == name)
+
+
+def test_console_reads_like_a_training_log(service):
+    """`mathrl up`'s console: status changes and one line per step, no request logs; those go
+    to the log file the console names. The default tracker (TensorBoard) got the metrics."""
+    up, client, cfg = service
+    first = _run_named(client, "first")
+    console = (up.home / "up.log").read_text()
+    label = f"run {first.id} (first)"
+    for line in (f"{label}: starting (picked from the queue)",
+                 f"{label}: running (generator and learner ready)",
+                 f"{label}: completed (3 steps)", "mathrl is up: API http://127.0.0.1:"):
+        assert line in console, console[-3000:]
+    steps = re.findall(rf"^\d\d:\d\d:\d\d {re.escape(label)}: step (\d)/3  reward ",
+                       console, re.M)
+    assert steps == ["1", "2", "3"], console[-3000:]
+    assert "HTTP Request" not in console and '"GET /health' not in console, console[-3000:]
+    log_file = up.home / "work" / "logs" / "mathrl.log"
+    assert f"logs: {log_file}" in console
+    text = log_file.read_text()
+    assert "HTTP Request: POST" in text and '"GET /health HTTP/1.1" 200' in text
+    scalars = tensorboard_scalars(Path(first.run_dir) / "tensorboard")
+    for s in client.metrics(first.id).steps:
+        for k, v in s.metrics.items():
+            assert scalars[k][s.step] == pytest.approx(v, rel=1e-6), k
+
+
+def test_csv_export_matches_the_store(service):
+    up, client, cfg = service
+    first = _run_named(client, "first")
+    r = httpx.get(f"{up.url}/runs/{first.id}/metrics", params={"format": "csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert f'filename="first-{first.id}-metrics.csv"' in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    stored = client.metrics(first.id).steps
+    assert [int(row["step"]) for row in rows] == [s.step for s in stored] == [1, 2, 3]
+    for row, s in zip(rows, stored, strict=True):
+        assert float(row.pop("at")) == s.at
+        assert {k: float(v) for k, v in row.items() if k != "step"} == s.metrics
+    assert httpx.get(f"{up.url}/runs/nope/metrics?format=csv").status_code == 404
+    assert httpx.get(f"{up.url}/runs/{first.id}/metrics?format=xml").status_code == 422
+
+
 def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
     """The real dashboard, fed by the real SSE stream, draws the live run's charts."""
     from browser import Page, chromium_path
@@ -157,7 +206,7 @@ def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
     page = Page(f"{url}/?run={run_id}", tmp_path / "profile")
     try:
         points = page.wait_for(
-            "(() => { const p = [...document.querySelectorAll('canvas')]"
+            "(() => { const p = [...document.querySelectorAll('#detail canvas')]"
             ".map(c => +c.dataset.points); return p.length && p.every(n => n > 0) ? p : null })()",
             timeout_s=60)
         status = page.evaluate("document.getElementById('status').dataset.status")
@@ -204,6 +253,12 @@ def test_failing_run_records_error_and_service_goes_on(service, tmp_path):
     assert run.error.startswith("step 0:") and "no-such-data.jsonl" in run.error
     reasons = [e.data["reason"] for e in client.events(bad) if e.kind == "status"]
     assert reasons[-1] == "error at step 0"
+    # On the console: one line that says why, the traceback only in the log file.
+    console = (up.home / "up.log").read_text()
+    assert re.search(rf"warning mathrl.run: run {bad} \(bad\): failed \(step 0: "
+                     r".*no-such-data.jsonl", console), console[-3000:]
+    assert "Traceback" not in console
+    assert "Traceback" in (up.home / "work" / "logs" / "mathrl.log").read_text()
     ok = client.submit(_body(cfg, name="after-failure", schedule__steps=1)).id
     assert _wait(client, ok, lambda r: r.status in ("failed", "completed")).status == "completed"
 

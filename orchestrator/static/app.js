@@ -131,6 +131,7 @@ async function poll() {
   try {
     const { runs } = await api("/runs");
     S.runs = runs;
+    Compare.refresh();
     if (!S.pinned && runs.length) {
       // Default: newest running run, else newest. Once shown, a run stays selected until it
       // ends and a newer run is running (then the page follows the new one).
@@ -173,7 +174,7 @@ function renderRuns() {
   $("#runs tbody").replaceChildren(...S.runs.map(live).map((r) => el("tr",
     { class: r.id === S.sel ? "selected" : "", "data-run": r.id,
       onclick: () => select(r.id, true) },
-    el("td", { class: "mono" }, r.id), el("td", { class: "name", title: r.name }, r.name),
+    el("td", { class: "pick" }, compareBox(r)), el("td", { class: "mono" }, r.id), el("td", { class: "name", title: r.name }, r.name),
     el("td", {}, badge(r.status)), el("td", {}, progress(r.step, r.total_steps)),
     el("td", {}, when(r.created_at)))));
   $("#runs-empty").hidden = S.runs.length > 0;
@@ -195,6 +196,8 @@ function renderStatus() {
     kv("reward", fmt(last["reward/mean"])), kv("accuracy", pct(last["reward/accuracy"])),
     kv("tok/s", fmt(last["perf/rollout_tokens_per_s"])),
     kv("step time", fmt(last["time/step"], "s")),
+    el("a", { class: "csv", href: `/runs/${encodeURIComponent(r.id)}/metrics?format=csv`,
+      download: "" }, "metrics CSV"),
     r.error || S.err ? el("div", { class: "error" }, r.error || S.err) : null].filter(Boolean));
 }
 
@@ -208,6 +211,7 @@ function renderEvals() {
 
 function render() {
   renderRuns();
+  renderCompare();
   $("#detail").hidden = !S.sel;
   if (!S.sel) return;
   renderStatus();
@@ -373,4 +377,5 @@ window.addEventListener("popstate", () => {
 });
 const initial = new URL(location.href).searchParams.get("run");
 if (initial) select(initial, true);
+Compare.init();
 poll();

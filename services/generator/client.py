@@ -89,3 +89,15 @@ class GeneratorClient:
         cache is keyed on tokens, not weights, so old KV blocks would otherwise be reused."""
         self._post("/collective_rpc", {"method": "reload_weights"})
         self._post("/reset_prefix_cache", {})
+
+    def sleep(self, level: int = 1) -> None:
+        """Level 1: vLLM moves its weights to CPU RAM and drops its KV cache (dev mode,
+        `--enable-sleep-mode`, CUDA only)."""
+        r = self._http.post("/sleep", params={"level": str(level)})
+        r.raise_for_status()
+
+    def wake_up(self) -> None:
+        r = self._http.post("/wake_up")
+        r.raise_for_status()
+        self._post("/reset_prefix_cache", {})
+

@@ -8,6 +8,8 @@ takes down exactly the processes we started, never anything matched by name.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from services.config import GeneratorConfig, LoraConfig, ModelConfig
+from services.config import GeneratorConfig, RunConfig
 
 
 class GeneratorError(RuntimeError):
@@ -30,22 +32,55 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
-def server_args(
-    gen: GeneratorConfig,
-    model: ModelConfig,
-    lora: LoraConfig,
-    *,
-    model_path: str,
-    device: str,
-    seed: int = 0,
-) -> list[str]:
+def memory_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
+    """The flags that size vLLM, from the run's memory plan (services/memory).
+
+    `--max-num-seqs`: a step never has more than prompts x G sequences in flight, and vLLM's
+    default (256) would profile a 256 x vocab fp32 sampler batch. `--logprobs-mode
+    processed_logprobs`: the sampler's log-probs of the temperature-scaled distribution, the
+    one the learner scores (the default is taken before temperature). On CUDA: the KV cache
+    the plan sized for one step (`--kv-cache-memory-bytes`; vLLM then skips its own sizing),
+    the start-up check's share of the card, no second CUDA-graph set for LoRA-less batches
+    (every request of a run goes through an adapter), and the engine-step token budget.
+    """
+    from services.memory import plan as mplan
+
+    gen = cfg.generator
+    args = ["--max-num-seqs", str(mplan.max_num_seqs(cfg)),
+            "--logprobs-mode", "processed_logprobs"]
+    if device != "cuda":
+        return args
+    args += ["--max-num-batched-tokens", str(gen.max_num_batched_tokens)]
+    if gen.sync_mode == "lora":
+        args += ["--compilation-config", json.dumps({"cudagraph_specialize_lora": False})]
+    share = gen.gpu_memory_utilization
+    if gen.kv_cache == "plan":
+        from services.memory import load_shape
+
+        try:
+            plan = mplan.plan_run(load_shape(model_path), cfg)
+        except FileNotFoundError:
+            plan = None  # no config.json to plan from: let vLLM size the cache itself
+        if plan is not None:
+            args += ["--kv-cache-memory-bytes", str(plan.generator.components["kv_cache"])]
+            # vLLM refuses to start unless this share of the card is free; it sizes nothing
+            # else from it once the KV cache is given.
+            share = min(0.95, math.ceil(100 * plan.generator.total / plan.card_bytes) / 100)
+    args += ["--gpu-memory-utilization", str(share)]
+    if gen.sleep_mode:
+        args.append("--enable-sleep-mode")
+    return args
+
+
+def server_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
     """The `vllm serve` flags for this config (without the executable and model)."""
+    gen, model, lora = cfg.generator, cfg.model, cfg.lora
     args = [
         "--host", gen.host,
         "--port", str(gen.port),
         "--dtype", resolve_dtype(model.dtype, device),
         "--max-model-len", str(model.max_model_len),
-        "--seed", str(seed),
+        "--seed", str(cfg.schedule.seed),
     ]
     if gen.sync_mode == "lora":
         args += [
@@ -56,8 +91,7 @@ def server_args(
     else:
         # Merged mode serves the policy itself under the stable alias.
         args += ["--served-model-name", gen.alias]
-    if device == "cuda":
-        args += ["--gpu-memory-utilization", str(gen.gpu_memory_utilization)]
+    args += memory_args(cfg, model_path=model_path, device=device)
     if gen.enforce_eager:
         args.append("--enforce-eager")
     if not gen.enable_prefix_caching:
@@ -69,8 +103,9 @@ def server_env(gen: GeneratorConfig, *, device: str,
                cpu_count: int | None = None) -> dict[str, str]:
     """Environment variables the server needs on top of the parent's."""
     env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    if gen.sync_mode == "merged":
-        # /collective_rpc (reload_weights) and /reset_prefix_cache exist only in dev mode.
+    if gen.sync_mode == "merged" or (gen.sleep_mode and device == "cuda"):
+        # /collective_rpc (reload_weights), /reset_prefix_cache, /sleep and /wake_up exist only
+        # in dev mode.
         env["VLLM_SERVER_DEV_MODE"] = "1"
     if device != "cuda":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.cpu_kvcache_space_gib)
@@ -181,13 +216,14 @@ class VLLMServer:
             pass
 
 
-def launch(gen: GeneratorConfig, model: ModelConfig, lora: LoraConfig, *, model_path: str,
-           log_path: Path, seed: int = 0, device: str | None = None) -> VLLMServer:
+def launch(cfg: RunConfig, *, model_path: str, log_path: Path,
+           device: str | None = None) -> VLLMServer:
     """Start a server for this config and block until it answers (or raise GeneratorError)."""
     device = device or detect_device()
+    gen = cfg.generator
     server = VLLMServer(
         model_path,
-        server_args(gen, model, lora, model_path=model_path, device=device, seed=seed),
+        server_args(cfg, model_path=model_path, device=device),
         server_env(gen, device=device),
         log_path=log_path, host=gen.host, port=gen.port,
     )

@@ -11,13 +11,24 @@ re-reads them (`reload_weights`) and its prefix cache is reset.
 
 from __future__ import annotations
 
+import re
+import shutil
+from collections import deque
+from pathlib import Path
+
 from services.generator.client import GeneratorClient
 from services.schemas import AdapterRef
 
+_STEP_DIR = re.compile(r"^step-\d+$")
+
 
 class PolicySync:
-    def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str):
+    def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str,
+                 keep: int | None = None):
         self.client = client
+        self.keep = keep
+        """Served adapter folders kept on disk (None: all)."""
+        self._served_paths: deque[str] = deque()
         self.mode = mode
         self.run_name = run_name
         self.alias = alias
@@ -47,7 +58,19 @@ class PolicySync:
         self.served, self.version = name, ref.version
         if previous is not None and previous != name:
             self.client.unload_adapter(previous)
+        self._retire(ref.path)
         return name
+
+    def _retire(self, path: str) -> None:
+        """Delete adapter folders older than the last `keep` served ones. Only after vLLM has
+        unloaded them: the versioned name is gone and the alias points at the newest folder.
+        Only `step-N` folders are ever deleted."""
+        if path not in self._served_paths:
+            self._served_paths.append(path)
+        while self.keep is not None and len(self._served_paths) > self.keep:
+            old = Path(self._served_paths.popleft())
+            if _STEP_DIR.match(old.name) and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
 
     def release(self) -> None:
         """Unload this run's adapters (lora mode) so the next run starts from the base."""

@@ -23,6 +23,12 @@ Aggregations over ``mask [B, T]`` (``values * mask`` below)::
     seq_mean_token_mean      mean_i( sum_t v / sum_t mask )             (GRPO)
     seq_mean_token_sum_norm  mean_i( sum_t v / max_tokens )             (Dr. GRPO)
 
+Truncated importance sampling (TIS) corrects for the sampler having scored another policy
+than the learner (vLLM's bf16 base vs a 4-bit learner, or a stale adapter). Per token::
+
+    w  = min(exp(learner_logp - sampler_logp), C)    (constant: no gradient through w)
+    pg = w * pg
+
 ``max_tokens`` defaults to ``T`` (``mask.shape[1]``); pass the configured max completion
 length to keep Dr. GRPO's divisor constant across batches. ``mask`` is 0/1 (bool or float).
 
@@ -56,6 +62,35 @@ def group_advantages(
     else:
         std = r.std(dim=1, keepdim=True)  # unbiased (correction=1), as in the GRPO paper
     return centered / (std + eps)
+
+
+def tis_weights(
+    learner_logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    cap: float = 2.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance weights ``min(exp(learner - sampler), cap)`` per token, ``[B, T]``,
+    detached, 0 where ``mask`` is off; metrics ``off_policy/is_weight_mean`` (token mean of the
+    truncated weight) and ``off_policy/clipped_frac`` (share of tokens whose weight hit the cap).
+    """
+    if learner_logprobs.shape != sampler_logprobs.shape or mask.shape != learner_logprobs.shape:
+        raise ValueError("learner_logprobs, sampler_logprobs and mask must share one [B, T] shape")
+    if cap < 1.0:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    on = mask.bool()
+    with torch.no_grad():
+        zero = torch.zeros((), dtype=torch.float32, device=learner_logprobs.device)
+        log_w = torch.where(on, learner_logprobs.float() - sampler_logprobs.float(), zero)
+        raw = torch.exp(log_w)
+        w = torch.where(on, torch.clamp(raw, max=cap), zero)
+        metrics = {
+            "off_policy/is_weight_mean": float(masked_aggregate(w, on, "token_mean")),
+            "off_policy/clipped_frac": float(masked_aggregate((raw > cap).float(), on,
+                                                              "token_mean")),
+        }
+    return w, metrics
 
 
 def masked_aggregate(
@@ -98,12 +133,15 @@ def policy_loss(
     beta: float = 0.0,
     agg: str = "token_mean",
     max_tokens: int | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped GRPO/DAPO surrogate loss (to minimise) and float metrics.
 
     ``logprobs`` carries the gradient; ``old_logprobs`` and ``ref_logprobs`` are constants
-    (detached). Maths runs in float32 whatever the input dtype. The KL term is added only when
-    ``beta > 0`` and ``ref_logprobs`` is given; otherwise ``loss/kl`` is 0.0.
+    (detached). ``is_weights [B, T]`` (from ``tis_weights``) scale each token's policy term;
+    None leaves the loss exactly uncorrected. Maths runs in float32 whatever the input dtype.
+    The KL term is added only when ``beta > 0`` and ``ref_logprobs`` is given; otherwise
+    ``loss/kl`` is 0.0.
 
     Metrics: ``loss/policy`` and ``loss/kl`` (each aggregated with ``agg``), ``loss/clip_frac``
     (share of masked tokens where the clipped branch is the active one, i.e. zero-gradient:
@@ -135,6 +173,10 @@ def policy_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
     pg = -torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        if is_weights.shape != shape:
+            raise ValueError(f"is_weights must be {tuple(shape)}, got {tuple(is_weights.shape)}")
+        pg = pg * is_weights.detach().float()
     pg_loss = masked_aggregate(pg, on, agg, max_tokens)
 
     if use_kl:

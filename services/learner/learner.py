@@ -16,13 +16,16 @@ import torch
 
 from services.config import RunConfig
 from services.learner import export
-from services.learner.grpo import policy_loss
+from services.learner.grpo import policy_loss, tis_weights
+from services.learner.logprobs import completion_logprobs
+from services.learner.memcap import MemoryCap
 from services.learner.model import (
+    autocast,
     build_optimizer,
-    completion_logprobs,
     load_policy,
     pad_batch,
     pick_device,
+    torch_dtype,
 )
 from services.schemas import AdapterRef, LearnResult, TrainBatch, TrainSequence
 
@@ -42,6 +45,9 @@ class Learner:
         random.seed(seed)
         torch.manual_seed(seed)
         self.device = pick_device(cfg.learner)
+        self.dtype = torch_dtype(cfg.model, self.device)
+        # Cap before loading, so even the load cannot take the generator's share.
+        self.memcap = MemoryCap.from_plan(cfg, model_path) if self.device == "cuda" else None
         self.model = load_policy(model_path, cfg.model, cfg.lora, cfg.learner, self.device)
         self.pad_id = self.model.config.pad_token_id or 0
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -70,13 +76,28 @@ class Learner:
     def _logprobs(self, seqs: list[TrainSequence]):
         full = [s.prompt_ids + s.completion_ids for s in seqs]
         ids, attn = pad_batch(full, self.pad_id, self.device)
-        return completion_logprobs(
-            self.model, ids, attn, [len(s.prompt_ids) for s in seqs], [len(f) for f in full],
-            temperature=self.cfg.rollout.temperature,
-        )
+        with autocast(self.device, self.dtype):
+            return completion_logprobs(
+                self.model, ids, attn, [len(s.prompt_ids) for s in seqs],
+                [len(f) for f in full], temperature=self.cfg.rollout.temperature,
+                chunk=self.cfg.learner.logprob_chunk_tokens,
+            )
 
     def train_step(self, batch: TrainBatch) -> LearnResult:
         """One optimizer step over the whole batch (gradients accumulated over micro-batches)."""
+        if self.memcap is None:
+            return self._train_step(batch)
+        try:
+            return self._train_step(batch)
+        except torch.OutOfMemoryError as e:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise RuntimeError(self.memcap.explain(e)) from None
+        finally:
+            # Hand activation memory back to the driver between steps: the generator (waking
+            # from sleep, or another process) must find the card as the plan left it.
+            torch.cuda.empty_cache()
+
+    def _train_step(self, batch: TrainBatch) -> LearnResult:
         t0 = time.perf_counter()
         alg = self.cfg.algorithm
         seqs = [s for s in batch.sequences if s.completion_ids]
@@ -86,6 +107,8 @@ class Learner:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0}
+        tis = {"off_policy/is_weight_mean": 0.0, "off_policy/clipped_frac": 0.0}
+        use_tis = alg.tis_cap is not None and all(s.sampler_logprobs for s in seqs)
         sampler_diff, sampler_n = 0.0, 0
         for mb in self._micro_batches(seqs):
             mb_tokens = sum(len(s.completion_ids) for s in mb)
@@ -98,12 +121,22 @@ class Learner:
                     ref, _ = self._logprobs(mb)
             logps, mask = self._logprobs(mb)
             adv = torch.tensor([s.advantage for s in mb], dtype=logps.dtype, device=logps.device)
+            weights = None
+            if use_tis:
+                sampler = torch.zeros_like(logps)
+                for i, s in enumerate(mb):
+                    n = len(s.completion_ids)
+                    sampler[i, :n] = torch.tensor(s.sampler_logprobs[:n], dtype=logps.dtype)
+                weights, tm = tis_weights(logps, sampler, mask, cap=alg.tis_cap)
+                share = mb_tokens / n_tokens  # token-weighted, like the metrics' definition
+                for k in tis:
+                    tis[k] += tm[k] * share
             # On-policy with one optimizer step per batch: old = current (ratio 1, as in TRL's
             # num_iterations=1); clipping matters once batches are reused or run off-policy.
             loss, m = policy_loss(
                 logps, logps.detach(), adv, mask, eps_low=alg.eps_low, eps_high=alg.eps_high,
                 ref_logprobs=ref, beta=alg.beta, agg=alg.loss_agg,
-                max_tokens=self.cfg.rollout.max_new_tokens,
+                max_tokens=self.cfg.rollout.max_new_tokens, is_weights=weights,
             )
             (loss * weight).backward()
             for k in sums:
@@ -124,6 +157,8 @@ class Learner:
         ref = self.publish()
         metrics = {
             **sums,
+            **(tis if use_tis else {}),
+            "perf/learner_tokens_per_s": n_tokens / max(t_learn, 1e-9),
             "optim/grad_norm": float(grad_norm),
             "optim/lr": self.optimizer.param_groups[0]["lr"],
             "learner/tokens": float(n_tokens),

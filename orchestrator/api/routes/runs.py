@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from orchestrator.api.deps import RunDep, ServiceDep, StoreDep
+from orchestrator.api.export import metrics_csv
 from orchestrator.api.schemas import TERMINAL, MetricsPublic, RunCreated, RunPublic, RunsPublic
 from services.config import RunConfig
+from services.memory.check import fit_problem
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=201, response_model=RunCreated)
 def submit_run(cfg: RunConfig, store: StoreDep, service: ServiceDep) -> RunCreated:
-    problem = service.incompatibility(cfg)
+    # A run whose memory plan overflows its card is refused now, not OOM-killed in an hour.
+    problem = fit_problem(cfg) or service.incompatibility(cfg)
     if problem is not None:
         field, msg = problem
         raise HTTPException(status_code=422, detail=[
@@ -35,9 +39,17 @@ def get_run(run: RunDep) -> RunPublic:
     return run
 
 
-@router.get("/{run_id}/metrics", response_model=MetricsPublic)
-def get_metrics(run: RunDep, store: StoreDep) -> MetricsPublic:
-    return MetricsPublic(run_id=run.id, steps=store.metrics(run.id))
+@router.get("/{run_id}/metrics", response_model=MetricsPublic,
+            responses={200: {"content": {"text/csv": {}}}})
+def get_metrics(run: RunDep, store: StoreDep,
+                format: Literal["json", "csv"] = Query(
+                    "json", description="`csv`: one row per step, a column per metric key"),
+                ) -> MetricsPublic | Response:
+    steps = store.metrics(run.id)
+    if format == "csv":
+        return Response(metrics_csv(steps), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{run.name}-{run.id}-metrics.csv"'})
+    return MetricsPublic(run_id=run.id, steps=steps)
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)

@@ -1,0 +1,313 @@
+"""The memory plan of a run on one card: vLLM and the LoRA learner side by side, in bytes.
+
+Pure functions of the model's shape and the run config. Each component is a formula whose
+terms are named below; constants that cannot be derived from shapes (CUDA contexts, graph
+pools) are stated once with where they come from. `docs/memory.md` walks through the formulas
+and `benchmarks/memory.py` measures the learner against them.
+
+What the GPU holds while a run trains (both processes stay resident; vLLM's memory is fixed at
+start, when it allocates its KV cache):
+
+    generator = context + weights + lora slots + profiling peak + CUDA graphs + KV cache
+    learner   = context + weights + LoRA (params + grads) + optimizer state
+                + activations of one micro-batch + the log-prob working set
+    total     = generator + learner + reserved (other programs) + margin
+
+With `generator.sleep_mode` vLLM releases its weights and KV cache while the learner steps,
+so the peak is the larger of (generator + learner at rest) and (generator asleep + learner).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from services.config import RunConfig
+from services.memory.shape import DTYPE_BYTES, ModelShape
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+# CUDA context + cuBLAS workspace + loaded kernels, outside `torch.cuda.memory_allocated`.
+# Measured on an H200 (CUDA 13, torch 2.11): 0.67 GiB for bare torch after one bf16 matmul,
+# 0.78-0.94 GiB for the learner with bitsandbytes and peft loaded (benchmarks/results/). A
+# consumer card's context is usually smaller, so this errs on the safe side.
+LEARNER_CONTEXT = 900 * MiB
+# vLLM's process holds more outside torch's allocator (attention kernels, NCCL, sampler
+# workspaces: vLLM's "non-torch memory", typically 0.1-0.3 GiB on one GPU). Not measured here
+# (no vLLM on the GPU machine): the learner's context plus that.
+GENERATOR_CONTEXT = 1100 * MiB
+# CUDA-graph pool: vLLM's piecewise graphs cost a few MiB per captured batch size on top of
+# the largest size's activations. An estimate (no vLLM on the GPU machine here to measure it).
+GRAPH_PER_SIZE = 6 * MiB
+GRAPH_BASE = 64 * MiB
+KV_BLOCK = 16
+"""vLLM's KV block size in tokens: every sequence's last block is its own."""
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+"""4-bit NF4 with double quantization: 4 bits a weight, an 8-bit absmax per 64 weights, and an
+fp32 scale per 256 absmax blocks."""
+ADAM8_BYTES = 2 + 2 * 4 / 2048
+"""bitsandbytes 8-bit AdamW: two uint8 states a parameter, plus fp32 quantization statistics
+per 2048-value block of each state."""
+SAMPLER_COPIES = 3
+"""fp32 `[sequences, vocab]` tensors alive in vLLM's sampler (logits, probabilities, log-probs)."""
+
+
+@dataclass
+class Side:
+    components: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+    def as_json(self) -> dict:
+        return {"components": dict(self.components), "total": self.total}
+
+
+@dataclass
+class MemoryPlan:
+    card_bytes: int
+    generator: Side
+    learner: Side
+    other: Side
+    total: int
+    generator_asleep: int | None = None
+    """Generator bytes while asleep (`sleep_mode`), else None."""
+    at_floor: tuple[str, ...] = ()
+    """Components whose setting is already at its smallest (e.g. the learner's weights when
+    `load_in_4bit` is on): no use advising it."""
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.card_bytes
+
+    def largest(self) -> tuple[str, int]:
+        """`side.component` with the most bytes (generator or learner)."""
+        items = [(f"generator.{k}", v) for k, v in self.generator.components.items()]
+        items += [(f"learner.{k}", v) for k, v in self.learner.components.items()]
+        return max(items, key=lambda kv: kv[1])
+
+    def as_json(self) -> dict:
+        out = {
+            "card_bytes": self.card_bytes, "fits": self.fits,
+            "generator": self.generator.as_json(), "learner": self.learner.as_json(),
+            "other": self.other.as_json(), "total": self.total,
+            "largest": self.largest()[0],
+        }
+        if self.generator_asleep is not None:
+            out["generator_asleep"] = self.generator_asleep
+        return out
+
+
+def _dtype_bytes(name: str) -> int:
+    return DTYPE_BYTES["bfloat16" if name == "auto" else name]
+
+
+def _ceil_block(tokens: int) -> int:
+    return math.ceil(tokens / KV_BLOCK) * KV_BLOCK
+
+
+# ------------------------------------------------------------------------------ generator
+def max_num_seqs(cfg: RunConfig) -> int:
+    """The most sequences one step has in flight: prompts x G."""
+    return cfg.generator.max_num_seqs or cfg.rollout.prompts_per_step * cfg.rollout.group_size
+
+
+def step_kv_tokens(cfg: RunConfig) -> int:
+    """KV tokens for a whole step at once. A prompt may use every token that
+    `max_model_len - max_new_tokens` leaves; with prefix caching a group shares its prompt's
+    full blocks, and each of the G completions owns its blocks (the last one partly filled)."""
+    ro = cfg.rollout
+    prompt = cfg.model.max_model_len - ro.max_new_tokens
+    if cfg.generator.enable_prefix_caching:
+        own = _ceil_block(ro.max_new_tokens) + KV_BLOCK
+        per_prompt = _ceil_block(prompt) + ro.group_size * own
+    else:
+        per_prompt = ro.group_size * _ceil_block(cfg.model.max_model_len)
+    # vLLM refuses to start unless one longest request fits.
+    return max(ro.prompts_per_step * per_prompt, _ceil_block(cfg.model.max_model_len))
+
+
+def kv_cache_bytes(shape: ModelShape, cfg: RunConfig) -> int:
+    return step_kv_tokens(cfg) * shape.kv_bytes_per_token(_dtype_bytes(cfg.model.dtype))
+
+
+def _forward_token_bytes(shape: ModelShape, dtype_bytes: int) -> int:
+    """Transient bytes per token of one inference layer: residual + normed input, q/k/v,
+    attention output, gate/up (fused) and the activated product."""
+    h, i = shape.hidden, shape.intermediate
+    return dtype_bytes * (3 * h + shape.q_dim + 2 * shape.kv_dim + 3 * i)
+
+
+def graph_sizes(n_seqs: int) -> list[int]:
+    """Batch sizes vLLM captures: 1, 2, 4, then steps of 8 up to 2 x max_num_seqs (<= 512)."""
+    top = min(2 * n_seqs, 512)
+    return sorted({s for s in (1, 2, 4) if s <= top} | set(range(8, top + 1, 8)))
+
+
+def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> Side:
+    gen, db = cfg.generator, _dtype_bytes(cfg.model.dtype)
+    n_seqs = max_num_seqs(cfg)
+    fwd = _forward_token_bytes(shape, db)
+    c: dict[str, int] = {"context": GENERATOR_CONTEXT if cuda else 0,
+                         "weights": shape.n_params * db}
+    if gen.sync_mode == "lora":
+        rank = max(gen.max_lora_rank, cfg.lora.rank)
+        c["lora"] = gen.max_loras * shape.lora_params(rank, cfg.lora.target_modules) * db
+    # The profiling run: one engine step of max_num_batched_tokens through the model, then a
+    # dummy sampler batch of max_num_seqs rows over the whole vocabulary in fp32.
+    c["activations"] = (gen.max_num_batched_tokens * fwd
+                        + SAMPLER_COPIES * n_seqs * shape.vocab * 4)
+    if not gen.enforce_eager and cuda:
+        sizes = graph_sizes(n_seqs)
+        c["cuda_graphs"] = GRAPH_BASE + len(sizes) * GRAPH_PER_SIZE + max(sizes) * fwd
+    c["kv_cache"] = kv_cache_bytes(shape, cfg)
+    return Side(c)
+
+
+# ------------------------------------------------------------------------------ learner
+def learner_dtype_bytes(cfg: RunConfig, *, cuda: bool = True) -> int:
+    """Compute/storage dtype of the learner's unquantized weights and activations."""
+    name = cfg.model.dtype
+    if name == "auto":
+        name = "bfloat16" if cuda else "float32"
+    return DTYPE_BYTES[name]
+
+
+def micro_batch_tokens(cfg: RunConfig) -> tuple[int, int]:
+    """(sequence tokens, completion tokens) of one micro-batch at the longest lengths."""
+    mb = cfg.learner.micro_batch_size
+    return mb * cfg.model.max_model_len, mb * cfg.rollout.max_new_tokens
+
+
+def _train_token_bytes(shape: ModelShape, ab: int) -> int:
+    """Bytes autograd saves per token of one decoder layer: the inputs of each norm, linear
+    and activation (q/k/v/o, gate/up/down, SiLU, product) at the activation dtype, and the fp32
+    copies RMSNorm makes of its input."""
+    h, i = shape.hidden, shape.intermediate
+    return ab * (6 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * i) + 2 * 4 * h
+
+
+def activation_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
+    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    tokens, _ = micro_batch_tokens(cfg)
+    layer = tokens * _train_token_bytes(shape, ab)
+    if cuda:
+        attn = 0  # SDPA's flash / memory-efficient kernels keep O(L) per head
+    else:  # the CPU's math SDPA holds heads x L x L scores (and their softmax) per sequence
+        L = cfg.model.max_model_len
+        attn = cfg.learner.micro_batch_size * shape.heads * L * L * 4 * 2
+    if cfg.learner.gradient_checkpointing:
+        # Every layer keeps its input; backward recomputes one layer at a time.
+        return shape.layers * tokens * shape.hidden * ab + layer + attn
+    return shape.layers * (layer + attn)
+
+
+def logprob_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True,
+                  chunk_tokens: int | None = None) -> int:
+    """Working set of turning hidden states into completion log-probs (forward + backward)."""
+    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    tokens, completion = micro_batch_tokens(cfg)
+    chunk = cfg.learner.logprob_chunk_tokens if chunk_tokens is None else chunk_tokens
+    if chunk == 0:
+        # Full logits [B, L, V] at the model dtype, then over the completion span an fp32
+        # temperature-scaled copy and the log-softmax; backward holds one gradient of each at a
+        # time, so about two fp32 copies are alive at the peak (measured on an H200: 0.76 GiB
+        # a 1,024-token sequence, benchmarks/results/memory-cuda-h200-cap.json).
+        return tokens * shape.vocab * ab + (completion + cfg.learner.micro_batch_size) \
+            * shape.vocab * 4 * 2
+    rows = min(chunk, completion)
+    # Completion hidden states gathered (and their gradient), one chunk's logits at the
+    # model dtype, its fp32 scaled copy, softmax for logsumexp's backward, and their gradient.
+    return 2 * completion * shape.hidden * ab + rows * shape.vocab * (ab + 3 * 4)
+
+
+def learner_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> Side:
+    lc = cfg.learner
+    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    unquantized = shape.embedding_params + shape.small_params
+    if lc.load_in_4bit:
+        weights = math.ceil(shape.linear_params * NF4_BYTES) + unquantized * ab
+    else:
+        weights = shape.n_params * ab
+    n_lora = shape.lora_params(cfg.lora.rank, cfg.lora.target_modules)
+    opt = 8 if lc.optimizer == "adamw" else ADAM8_BYTES
+    return Side({
+        "context": LEARNER_CONTEXT if cuda else 0,
+        "weights": weights,
+        "lora": n_lora * (4 + 4),  # fp32 adapter weights and their gradients
+        "optimizer": math.ceil(n_lora * opt),
+        "activations": activation_bytes(shape, cfg, cuda=cuda),
+        "logprobs": logprob_bytes(shape, cfg, cuda=cuda),
+    })
+
+
+def learner_at_rest(side: Side) -> int:
+    """What the learner keeps between steps (it empties torch's cache after each step)."""
+    c = side.components
+    return c["context"] + c["weights"] + c["lora"] + c["optimizer"]
+
+
+# ------------------------------------------------------------------------------ the plan
+def card_gib(cfg: RunConfig, override: float | None = None) -> float:
+    return override or cfg.gpu.memory_gb or 12.0
+
+
+def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) -> MemoryPlan:
+    gen = generator_side(shape, cfg)
+    learner = learner_side(shape, cfg)
+    other = Side({"reserved": int(cfg.gpu.reserved_gb * GiB),
+                  "margin": int(cfg.gpu.margin_gb * GiB)})
+    asleep = None
+    if cfg.generator.sleep_mode:
+        g = gen.components
+        asleep = g["context"] + g.get("cuda_graphs", 0) + g.get("lora", 0)
+        busy = max(gen.total + learner_at_rest(learner), asleep + learner.total)
+    else:
+        busy = gen.total + learner.total
+    floor = [name for name, done in (
+        ("learner.weights", cfg.learner.load_in_4bit),
+        ("learner.optimizer", cfg.learner.optimizer != "adamw"),
+        ("learner.activations", cfg.learner.micro_batch_size == 1),
+        ("learner.lora", cfg.lora.rank == 1),
+        ("generator.lora", cfg.generator.max_loras == 1),
+    ) if done]
+    return MemoryPlan(card_bytes=int(card_gib(cfg, gpu_gb) * GiB), generator=gen,
+                      learner=learner, other=other, total=busy + other.total,
+                      generator_asleep=asleep, at_floor=tuple(floor))
+
+
+# What to change to shrink a component. Contexts and the generator's bf16 weights have no
+# knob of their own: the message then names the largest component that does.
+ADVICE = {
+    "generator.kv_cache": "rollout.prompts_per_step",
+    "generator.activations": "generator.max_num_batched_tokens",
+    "generator.lora": "generator.max_loras",
+    "generator.cuda_graphs": "generator.enforce_eager",
+    "learner.weights": "learner.load_in_4bit",
+    "learner.activations": "learner.micro_batch_size",
+    "learner.logprobs": "learner.logprob_chunk_tokens",
+    "learner.optimizer": "learner.optimizer",
+    "learner.lora": "lora.rank",
+}
+
+
+def refusal(plan: MemoryPlan) -> tuple[str, str] | None:
+    """None when the plan fits; else (setting to change, message naming the largest component
+    and the largest one a setting can shrink)."""
+    if plan.fits:
+        return None
+    name, size = plan.largest()
+    sides = {"generator": plan.generator.components, "learner": plan.learner.components}
+    tunable = [(f"{s}.{k}", v) for s, comps in sides.items() for k, v in comps.items()
+               if f"{s}.{k}" in ADVICE and f"{s}.{k}" not in plan.at_floor]
+    knob, knob_size = max(tunable, key=lambda kv: kv[1])
+    setting = ADVICE[knob]
+    over = (plan.total - plan.card_bytes) / GiB
+    return setting, (
+        f"the memory plan needs {plan.total / GiB:.2f} GiB on a {plan.card_bytes / GiB:g} GiB "
+        f"card ({over:.2f} GiB over); the largest component is {name} ({size / GiB:.2f} GiB), "
+        f"the largest one a setting shrinks is {knob} ({knob_size / GiB:.2f} GiB): change "
+        f"{setting} (see `mathrl plan`)"
+    )

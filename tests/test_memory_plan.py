@@ -1,0 +1,183 @@
+"""The memory planner against sizes computed by hand, its refusal, and `mathrl plan`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, tiny_config
+
+from services.config import RunConfig, load_config
+from services.memory import GiB, load_shape, plan_run, refusal
+from services.memory.check import fit_problem
+from services.memory.plan import (
+    NF4_BYTES,
+    kv_cache_bytes,
+    learner_side,
+    logprob_bytes,
+    step_kv_tokens,
+)
+
+QWEN = "Qwen/Qwen2.5-Math-1.5B"
+CFG12 = ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-12gb.toml"
+PROFILES = sorted((ROOT / "configs").glob("qwen2.5-math-1.5b-gsm8k-*gb.toml"))
+
+
+def test_qwen_shape_by_hand():
+    s = load_shape(QWEN)  # the shipped config.json: no network
+    # 28 layers x K,V x 2 KV heads x 128 dims x 2 bytes (bf16)
+    assert s.kv_bytes_per_token(2) == 28 * 2 * 2 * 128 * 2 == 28_672
+    # Embedding (tied) 151,936 x 1,536; per block q/o 1536^2, k/v 1536 x 256, MLP 3 x 1536 x 8960,
+    # q/k/v biases 1536 + 2 x 256, two norms 2 x 1536; the final norm 1536.
+    block = 2 * 1536**2 + 2 * 1536 * 256 + 3 * 1536 * 8960 + (1536 + 512) + 2 * 1536
+    n = 151_936 * 1536 + 28 * block + 1536
+    assert s.n_params == n == 1_543_714_304
+    # LoRA r=16 on all seven linear layers: r x (in + out) each, 28 blocks.
+    per_block = 16 * ((1536 + 1536) * 2 + (1536 + 256) * 2 + (1536 + 8960) * 3)
+    assert s.lora_params(16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                              "down_proj"]) == 28 * per_block == 18_464_768
+    assert s.lora_params(8, ["q_proj"]) == 28 * 8 * (1536 + 1536)
+
+
+def test_weights_per_dtype_and_4bit():
+    s = load_shape(QWEN)
+    cfg = load_config(CFG12)
+    plan = plan_run(s, cfg)
+    assert plan.generator.components["weights"] == 1_543_714_304 * 2  # bf16 in vLLM
+    linear = 28 * (2 * 1536**2 + 2 * 1536 * 256 + 3 * 1536 * 8960)
+    rest = 1_543_714_304 - linear  # embedding, norms, biases stay bf16
+    assert plan.learner.components["weights"] == pytest.approx(linear * NF4_BYTES + rest * 2,
+                                                               abs=1)
+    fp = RunConfig.model_validate({**cfg.model_dump(), "learner": {
+        **cfg.learner.model_dump(), "load_in_4bit": False}})
+    assert plan_run(s, fp).learner.components["weights"] == 1_543_714_304 * 2
+    # LoRA adapter + gradient in fp32; 8-bit AdamW at ~2 bytes a parameter.
+    assert plan.learner.components["lora"] == 18_464_768 * 8
+    assert 2 * 18_464_768 <= plan.learner.components["optimizer"] < 2.1 * 18_464_768
+
+
+def test_kv_cache_for_one_step_by_hand():
+    s = load_shape(QWEN)
+    cfg = load_config(CFG12)  # 8 prompts x G=8, <=512 new tokens, max_model_len 1024
+    # Prefix caching: each prompt's 512-token budget once, each completion 512 + its own block.
+    assert step_kv_tokens(cfg) == 8 * (512 + 8 * (512 + 16))
+    assert kv_cache_bytes(s, cfg) == step_kv_tokens(cfg) * 28_672
+
+
+def test_tiny_model_shape_matches_the_real_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    s = load_shape(str(tiny_model_dir))
+    assert s.n_params == sum(p.numel() for p in model.parameters())
+    cfg = tiny_config(tiny_model_dir)
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=cfg.lora.rank,
+                                            target_modules=cfg.lora.target_modules))
+    n_lora = sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
+    assert s.lora_params(cfg.lora.rank, cfg.lora.target_modules) == n_lora
+
+
+def test_chunked_logprobs_do_not_grow_with_the_micro_batch():
+    s = load_shape(QWEN)
+    cfg = load_config(CFG12)
+
+    def with_mb(mb: int, chunk: int) -> int:
+        c = cfg.model_copy(update={"learner": cfg.learner.model_copy(
+            update={"micro_batch_size": mb, "logprob_chunk_tokens": chunk})})
+        return logprob_bytes(s, c)
+
+    # Naive: the full logits grow linearly; chunked: one chunk's logits plus the gathered
+    # hidden states (1,536 wide, not 151,936).
+    assert with_mb(4, 0) == pytest.approx(2 * with_mb(2, 0), rel=0.01)
+    assert with_mb(4, 128) - with_mb(2, 128) < 0.01 * GiB
+    assert with_mb(2, 0) > 4 * with_mb(2, 128)
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem.rsplit("-", 1)[-1])
+def test_shipped_profiles_fit_their_card_and_carry_their_plan(profile):
+    cfg = load_config(profile)
+    plan = plan_run(load_shape(cfg.model.name_or_path), cfg)
+    assert plan.fits, refusal(plan)
+    assert plan.card_bytes == cfg.gpu.memory_gb * GiB
+    # The comment block is `mathrl plan`'s output, not numbers typed by hand.
+    from orchestrator.plan_cli import render
+
+    text = profile.read_text()
+    for line in render(plan, cfg):
+        assert f"# {line}" in text, f"{profile.name} lacks the plan line {line!r}"
+
+
+def test_refusal_names_the_largest_component_and_a_setting():
+    cfg = load_config(CFG12)
+    s = load_shape(QWEN)
+    small = plan_run(s, cfg, gpu_gb=6)
+    setting, msg = refusal(small)
+    assert "generator.weights" in msg  # the largest part
+    assert setting == "rollout.prompts_per_step"  # for the KV cache, the largest it can shrink
+    # Naive log-probs at micro-batch 8 on 12 GiB: the log-prob working set is the largest
+    # part a setting can shrink.
+    big = cfg.model_copy(update={"learner": cfg.learner.model_copy(
+        update={"micro_batch_size": 8, "logprob_chunk_tokens": 0})})
+    setting, msg = refusal(plan_run(s, big))
+    assert setting == "learner.logprob_chunk_tokens" and "learner.logprobs" in msg
+    assert fit_problem(big) == refusal(plan_run(s, big))
+    # A CPU run with no card named is not planned.
+    assert fit_problem(tiny_cpu := big.model_copy(update={
+        "learner": big.learner.model_copy(update={"device": "cpu"}),
+        "gpu": big.gpu.model_copy(update={"memory_gb": None})})) is None, tiny_cpu.name
+
+
+def test_sleep_mode_frees_the_generator_while_the_learner_steps():
+    cfg = load_config(CFG12)
+    s = load_shape(QWEN)
+    awake = plan_run(s, cfg)
+    asleep = plan_run(s, cfg.model_copy(update={"generator": cfg.generator.model_copy(
+        update={"sleep_mode": True})}))
+    assert asleep.total < awake.total
+    # Still at least the generator at full size next to the learner at rest.
+    lc = learner_side(s, cfg).components
+    rest = lc["context"] + lc["weights"] + lc["lora"] + lc["optimizer"]
+    assert asleep.total >= awake.generator.total + rest + awake.other.total
+
+
+def _mathrl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+def test_plan_cli_json_contract():
+    r = _mathrl("plan", str(CFG12), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["card_bytes"] == 12 * GiB and out["fits"] is True
+    for side, names in (("generator", {"weights", "kv_cache"}),
+                        ("learner", {"weights", "lora", "optimizer", "activations", "logprobs"})):
+        assert names <= set(out[side]["components"])
+        assert out[side]["total"] == sum(out[side]["components"].values())
+    assert out["total"] >= out["generator"]["total"] + out["learner"]["total"]
+    small = json.loads(_mathrl("plan", str(CFG12), "--json", "--gpu-gb", "6").stdout)
+    assert small["card_bytes"] == 6 * GiB and small["fits"] is False
+
+
+def test_train_refuses_a_plan_that_does_not_fit(tmp_path: Path):
+    text = CFG12.read_text().replace("memory_gb = 12.0", "memory_gb = 6.0")
+    cfg = tmp_path / "six.toml"
+    cfg.write_text(text)
+    r = _mathrl("train", str(cfg), "--out-dir", str(tmp_path / "runs"))
+    assert r.returncode != 0
+    assert "memory plan" in r.stderr and "rollout.prompts_per_step" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything started
+
+
+def test_unsupported_lora_rank_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_lora_rank"):
+        RunConfig.model_validate({"lora": {"rank": 24}, "generator": {"max_lora_rank": 24}})
+    RunConfig.model_validate({"lora": {"rank": 24}, "generator": {"max_lora_rank": 32}})
