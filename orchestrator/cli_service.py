@@ -16,6 +16,7 @@ from rich.table import Table
 from orchestrator.api.schemas import TERMINAL, RunPublic
 from orchestrator.client import MathrlClient
 from orchestrator.errors import InvalidFile
+from orchestrator.metrics import format_eval
 
 console = Console()
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="MATHRL_URL",
@@ -38,7 +39,9 @@ def up(
     work_dir: Annotated[Path, typer.Option(envvar="MATHRL_WORK_DIR")] = Path(".mathrl/work"),
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Start generator, Ray (with the learner) and the API; Ctrl-C stops them all."""
+    """Start generator, Ray (with the learner) and the API; Ctrl-C stops them all.
+
+    MATHRL_API_TOKEN: the bearer token the API (all but /health) and vLLM then require."""
     from orchestrator.server import serve
     from orchestrator.settings import Settings
 
@@ -92,9 +95,10 @@ def follow(client: MathrlClient, run_id: str) -> RunPublic:
                 bar.update(task, status=ev.data["status"])
             elif ev.kind == "metrics":
                 bar.update(task, completed=ev.step, metrics=_summary(ev.data))
+            elif ev.kind == "note":  # a fault recovered from, a resume, a failed checkpoint
+                bar.console.print(f"step {ev.step}: {ev.data['message']}")
             elif ev.kind == "eval":
-                bar.console.print(f"eval at step {ev.step}: accuracy={ev.data['accuracy']:.3f} "
-                                  f"format={ev.data['format']:.3f} (n={int(ev.data['n'])})")
+                bar.console.print(format_eval(ev.step, ev.data), markup=False)
     return client.run(run_id)
 
 
@@ -122,8 +126,15 @@ def cancel(run_id: str, url: UrlOpt = None) -> None:
     typer.echo(f"{run.id} {run.status}")
 
 
+def resume(run_id: str, url: UrlOpt = None) -> None:
+    """Continue a failed or cancelled run from its last checkpoint (it is queued again)."""
+    run = _client(url).resume(run_id)
+    typer.echo(f"{run.id} {run.status}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(submit)
     app.command()(status)
     app.command()(cancel)
+    app.command()(resume)

@@ -17,6 +17,11 @@ def default_url() -> str:
     return os.environ.get("MATHRL_URL", DEFAULT_URL)
 
 
+def default_token() -> str | None:
+    """`MATHRL_API_TOKEN`, the same variable the server reads (None when unset or empty)."""
+    return os.environ.get("MATHRL_API_TOKEN") or None
+
+
 class ApiError(RuntimeError):
     def __init__(self, status: int, detail):
         self.status, self.detail = status, detail
@@ -24,9 +29,16 @@ class ApiError(RuntimeError):
 
 
 class MathrlClient:
-    def __init__(self, url: str | None = None, *, timeout_s: float = 30.0):
+    def __init__(self, url: str | None = None, *, timeout_s: float = 30.0,
+                 token: str | None = None, stream_idle_s: float = 60.0):
+        """`token`: the API's bearer token (default `MATHRL_API_TOKEN`). `stream_idle_s`: an
+        event stream that sends nothing for this long is dead (the server sends a keep-alive
+        every 15 s), so a follower fails instead of waiting forever."""
         self.url = (url or default_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        token = token or default_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
+        self._stream_idle_s = stream_idle_s
 
     def close(self) -> None:
         self._http.close()
@@ -57,6 +69,10 @@ class MathrlClient:
         r = self._check(self._http.post(f"/runs/{run_id}/cancel"))
         return RunPublic.model_validate(r.json())
 
+    def resume(self, run_id: str) -> RunPublic:
+        r = self._check(self._http.post(f"/runs/{run_id}/resume"))
+        return RunPublic.model_validate(r.json())
+
     def health(self) -> dict:
         return self._check(self._http.get("/health")).json()
 
@@ -64,7 +80,7 @@ class MathrlClient:
         """Follow the run's SSE stream until it ends (terminal status)."""
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
         with self._http.stream("GET", f"/runs/{run_id}/events", headers=headers,
-                               timeout=httpx.Timeout(30.0, read=None)) as r:
+                               timeout=httpx.Timeout(30.0, read=self._stream_idle_s)) as r:
             if r.status_code >= 400:
                 r.read()
                 self._check(r)

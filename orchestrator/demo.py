@@ -126,9 +126,8 @@ def _print_summary(console, client, run, elapsed_s: float) -> None:
     t = Table("", "before", "after")
     if run.evals:
         first, last = run.evals[0], run.evals[-1]
-        t.add_row("greedy accuracy (eval draw)", f"{first['accuracy']:.1%}",
-                  f"{last['accuracy']:.1%}")
-        t.add_row("greedy \\boxed{} rate", f"{first['format']:.1%}", f"{last['format']:.1%}")
+        for label, key in held_out_rows(first):
+            t.add_row(label, f"{first[key]:.1%}", f"{last.get(key, float('nan')):.1%}")
     if steps:
         k = max(1, min(3, len(steps) // 2))
         def avg(rows, key):
@@ -139,6 +138,22 @@ def _print_summary(console, client, run, elapsed_s: float) -> None:
                       f"{avg(steps[-k:], key):.1%}")
     console.print(t)
     console.print(f"run {run.id}: {run.status} after {run.step} steps in {elapsed_s / 60:.1f} min")
+
+
+def held_out_rows(result: dict) -> list[tuple[str, str]]:
+    """(label, key) of the summary rows for each benchmark in an eval result: its greedy
+    accuracy and `\\boxed{}` rate, and mean@k / maj@k when it was sampled."""
+    rows = []
+    names = dict.fromkeys(k.split("/")[1] for k in result if k.startswith("eval/"))
+    for name in names:
+        n = int(result.get(f"eval/{name}/n", 0))
+        what = f"{name}, {n} held-out problems" if name == "arith" else f"{name}, n={n}"
+        rows.append((f"greedy accuracy ({what})", f"eval/{name}/pass@1"))
+        rows.append(("greedy \\boxed{} rate", f"eval/{name}/boxed"))
+        for key in sorted(k for k in result if k.startswith(f"eval/{name}/")
+                          and k.split("/")[2].startswith(("mean@", "maj@"))):
+            rows.append((f"sampled {key.split('/')[2]}", key))
+    return rows
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,8 @@ from services.schemas import (
 )
 
 log = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 600.0
+"""Bound on learner calls other than a training step (publish, checkpoint, restore)."""
 MetricsSink = Callable[[int, dict[str, float]], None]
 
 
@@ -58,18 +60,51 @@ class GRPOLoop:
         self._sleep_broken = False
         self.last_adapter: AdapterRef | None = None
         """The policy version the generator serves now."""
+        self.last_prompts: list[int] = []
+        """Problem indices of the latest step (resume equivalence is checked on these)."""
 
     def start(self) -> None:
         """Publish the initial policy (version 0 = the base model) and serve it."""
-        ref = ray.get(self.learner.publish.remote())
+        self.serve_current()
+
+    def serve_current(self) -> None:
+        """Have the learner publish its current version and the generator serve it."""
+        ref = ray.get(self.learner.publish.remote(), timeout=CALL_TIMEOUT_S)
         self.sync.apply(ref)
         self.last_adapter = ref
         self.state.adapter_version = ref.version
 
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, root: str) -> str:
+        """Learner state + this loop's state, atomically, as `<root>/step-<step>`."""
+        return ray.get(self.learner.save_checkpoint.remote(
+            root, self.state.model_dump(), self.cfg.schedule.keep_checkpoints),
+            timeout=CALL_TIMEOUT_S)
+
+    def restore(self, path: str) -> None:
+        """Back to a checkpoint: learner weights, optimizer and RNGs, step, prompt order; the
+        generator then serves the restored version."""
+        state = LoopState.model_validate(ray.get(self.learner.load_checkpoint.remote(path),
+                                                 timeout=CALL_TIMEOUT_S))
+        self.sampler.load_state_dict(state.sampler)
+        self.state = state
+        self.serve_current()
+
     def step(self) -> dict[str, float]:
+        """One GRPO step. If it fails, the prompt order is as before it, so that a retry (or a
+        restore) visits the same prompts at the same step."""
+        saved = self.sampler.state_dict()
+        try:
+            return self._step()
+        except BaseException:
+            self.sampler.load_state_dict(saved)
+            raise
+
+    def _step(self) -> dict[str, float]:
         cfg, ro = self.cfg, self.cfg.rollout
         t_step = time.perf_counter()
         idx = self.sampler.next_batch(ro.prompts_per_step)
+        self.last_prompts = idx
         prompt_ids = [self.prompts(i) for i in idx]
         golds = [self.prompts.problems[i].answer for i in idx]
 
@@ -96,7 +131,8 @@ class GRPOLoop:
         ])
         self._sleep_generator()
         try:
-            result: LearnResult = ray.get(self.learner.train_step.remote(batch))
+            result: LearnResult = ray.get(self.learner.train_step.remote(batch),
+                                          timeout=cfg.learner.step_timeout_s)
         finally:
             self._wake_generator()
 

@@ -27,10 +27,25 @@ def format_step(step: int, total: int, m: dict[str, float]) -> str:
 
 
 def format_eval(step: int, result: dict) -> str:
-    n = result.get("n")
-    return (f"eval at step {step}: accuracy {result.get('accuracy', float('nan')):.1%}  "
-            f"boxed {result.get('format', float('nan')):.1%}"
-            + (f"  (n={int(n)})" if n is not None else ""))
+    """`eval at step 6: arith pass@1 40.0% boxed 80.0% mean@4 35.0% maj@4 45.0% (n=30) | ...`;
+    a result without benchmark keys: its accuracy and boxed rate."""
+    benches: dict[str, dict[str, float]] = {}
+    for k, v in result.items():
+        if k.startswith("eval/") and k.count("/") == 2:
+            _, name, metric = k.split("/")
+            benches.setdefault(name, {})[metric] = v
+    if not benches:
+        n = result.get("n")
+        return (f"eval at step {step}: accuracy {result.get('accuracy', float('nan')):.1%}  "
+                f"boxed {result.get('format', float('nan')):.1%}"
+                + (f"  (n={int(n)})" if n is not None else ""))
+    parts = []
+    for name, m in benches.items():
+        shown = [f"{k} {v:.1%}" for k, v in m.items()
+                 if k == "boxed" or k.startswith(("pass@", "mean@", "maj@"))]
+        parts.append(f"{name} " + " ".join(shown)
+                     + (f" (n={int(m['n'])})" if "n" in m else ""))
+    return f"eval at step {step}: " + " | ".join(parts)
 
 
 class JsonlSink:

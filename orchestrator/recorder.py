@@ -39,5 +39,17 @@ class RunRecorder:
         log.info("%s: %s", self.label, format_eval(step, result))
         self.trackers.log_eval(step, result)
 
+    def claim(self) -> bool:
+        """queued -> starting (atomic against a racing cancel); False if no longer queued."""
+        if not self.store.claim(self.run_id, "picked from the queue"):
+            return False
+        self.final = "starting"
+        log.info("%s: starting (picked from the queue)", self.label)
+        return True
+
+    def note(self, step: int, message: str) -> None:
+        self.store.record_note(self.run_id, step, message)
+        log.warning("%s: %s", self.label, message)
+
     def close(self) -> None:
         self.trackers.close(self.final)

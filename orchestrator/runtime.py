@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -10,6 +11,9 @@ import threading
 import ray
 
 from services.config import RunConfig
+
+_TEMP_DIRS: list[str] = []
+"""Temp folders of the local Ray heads this process started."""
 
 
 def start_ray(*, num_cpus: int | None = None, address: str | None = None,
@@ -49,6 +53,7 @@ def _init(*, num_cpus: int | None, address: str | None, log_to_driver: bool):
         return ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
     # A short private temp dir: Ray's unix socket paths must stay under ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="mathrl-ray-", dir="/tmp")
+    _TEMP_DIRS.append(temp_dir)
     return ray.init(
         num_cpus=num_cpus or min(os.cpu_count() or 1, 4),
         resources={"learner": 1},
@@ -63,6 +68,9 @@ def _init(*, num_cpus: int | None, address: str | None, log_to_driver: bool):
 def stop_ray() -> None:
     if ray.is_initialized():
         ray.shutdown()
+    # The session folders (logs, sockets) of the Ray we started: gone with it.
+    while _TEMP_DIRS:
+        shutil.rmtree(_TEMP_DIRS.pop(), ignore_errors=True)
 
 
 def spawn_learner(cfg: RunConfig, *, model_path: str, run_dir: str,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -30,7 +31,32 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     """Join this Ray cluster (its learner node carries the `learner` resource) instead of
     starting a local head."""
+    resume_active: bool = True
+    """A run that was active when the orchestrator stopped (crash or shutdown) resumes from its
+    last checkpoint when it starts again; False fails it with that reason instead."""
+    api_token: SecretStr | None = None
+    """`MATHRL_API_TOKEN`: every route but `GET /health` (and the dashboard's page and the API
+    docs) then needs `Authorization: Bearer <token>`; the launched vLLM gets it as its API key
+    and the CLI sends it. None or empty: the API is open (fine on 127.0.0.1 only)."""
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    """Largest request body, in bytes (413 above it); a run config is a few KB."""
+    data_dirs: Annotated[list[Path], NoDecode] = []
+    """`MATHRL_DATA_DIRS` (`:`-separated): folders besides the work dir, `./data` and
+    `../shared/data` that `data.path` / `eval.path` files may come from."""
+    max_sequences_per_step: int = Field(8192, ge=2, le=1 << 20)
+    """Most `rollout.prompts_per_step x rollout.group_size` a submitted run may ask for (each
+    sequence's tokens and log-probs are held in memory during a step)."""
+    max_eval_problems: int = Field(10_000, ge=1, le=10_000_000)
+    """Largest `eval.limit` a submitted run may ask for."""
     log_level: Literal["warning", "info", "debug"] = "info"
     """Console detail: `info` shows status changes, step lines, evaluations and warnings;
     `debug` adds the libraries' own logs (HTTP requests, uvicorn access, Ray's output) and
     tracebacks. Everything goes to `<work_dir>/logs/mathrl.log` whatever the level."""
+
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v):
+        # From the environment: a PATH-like list, as shells and users write folder lists.
+        if isinstance(v, str):
+            return [p for p in v.split(os.pathsep) if p]
+        return v

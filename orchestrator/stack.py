@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 
 from orchestrator import runtime
+from orchestrator.evaluate import training_problems
 from orchestrator.loop import GRPOLoop, MetricsSink
-from orchestrator.rollout import PromptCache, Scorer, build_problems
+from orchestrator.rollout import PromptCache, Scorer
 from services.config import RunConfig
 from services.generator.client import GeneratorClient
-from services.generator.launcher import VLLMServer, detect_device, launch
+from services.generator.launcher import GeneratorError, VLLMServer, detect_device, launch
 from services.generator.sync import PolicySync
 from services.learner.model import torch_dtype
 
@@ -45,6 +48,9 @@ class Stack:
     session logs (`ray_logs`)."""
     ray_logs: str | None = None
     """Ray's session log folder (the learner's stdout/stderr), once Ray is started here."""
+    api_key: str | None = None
+    """Bearer key of the generator's `/v1` routes (the API token): given to the vLLM we launch
+    (`VLLM_API_KEY`) and sent by our client, to ours or to one at `generator.url`."""
     _closers: list = field(default_factory=list)
 
     def start(self) -> Stack:
@@ -64,14 +70,43 @@ class Stack:
         else:
             self.server = launch(self.cfg, model_path=self.generator_model_path,
                                  log_path=self.work_dir / "logs" / "generator.log",
-                                 device=device)
+                                 device=device, api_key=self.api_key)
             url = self.server.url
-        self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s)
+        self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s,
+                                      api_key=self.api_key)
         if not ray.is_initialized():
             self.ray_logs = runtime.start_ray(address=self.ray_address,
                                               log_to_driver=self.ray_log_to_driver)
             self.owns_ray = True
         return self
+
+    def generator_up(self) -> bool:
+        """The generator answers (and, when we launched it, its process lives)."""
+        if self.server is not None and self.server.proc is not None \
+                and self.server.proc.poll() is not None:
+            return False
+        try:
+            return bool(self.client and self.client.models())
+        except Exception:  # noqa: BLE001 - any failure to answer is "down"
+            return False
+
+    def recover_generator(self) -> str:
+        """Bring a dead or hung generator back: restart the one we launched (its whole process
+        group is stopped first), or wait, bounded, for one at `generator.url` (compose restarts
+        it). Returns what was done; raises GeneratorError if it does not come back."""
+        gen = self.cfg.generator
+        if self.server is not None:
+            self.server.stop(grace_s=10)
+            self.server.start()
+            self.server.wait_ready(gen.startup_timeout_s)
+            return f"generator restarted (pid {self.server.proc.pid})"
+        deadline = time.monotonic() + gen.restart_wait_s
+        while time.monotonic() < deadline:
+            if self.generator_up():
+                return "generator answered again"
+            time.sleep(2.0)
+        raise GeneratorError(f"the generator at {gen.url} did not answer within "
+                             f"{gen.restart_wait_s:.0f} s")
 
     def stop(self) -> None:
         if self.client is not None:
@@ -94,11 +129,24 @@ class RunHandle:
     learner: object
     scorer: Scorer
     sync: PolicySync
+    spawn_learner: Callable[[], object] | None = None
+    """Starts a fresh learner actor for this run (to replace a dead one)."""
+    checkpoints: Path | None = None
+    """Where this run's checkpoints live (`step-N` folders)."""
+
+    def replace_learner(self) -> None:
+        """Kill the current learner (dead, or hung past its timeout) and start another; the
+        caller restores it from a checkpoint."""
+        try:
+            ray.kill(self.loop.learner, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is usually dead already
+            pass
+        self.learner = self.loop.learner = self.spawn_learner()
 
     def close(self) -> None:
         self.sync.release()
         self.scorer.close()
-        ray.kill(self.learner)
+        ray.kill(self.loop.learner)
 
 
 def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
@@ -116,18 +164,22 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(stack.model_path)
-    problems = build_problems(cfg.data, seed=cfg.schedule.seed)
+    problems = training_problems(cfg)  # without the eval questions (eval.hold_out)
     prompts = PromptCache(tokenizer, problems, instruction=cfg.data.instruction,
                           system=cfg.data.system_prompt)
     served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
-    learner = runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
-                                    served_model_dir=served_dir)
+    def spawn():
+        return runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
+                                     served_model_dir=served_dir)
+
+    learner = spawn()
     sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
                       alias=cfg.generator.alias, keep=cfg.generator.keep_adapters)
     scorer = Scorer(cfg.reward, tokenizer)
     loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
                     scorer=scorer, sinks=sinks)
-    handle = RunHandle(loop, learner, scorer, sync)
+    handle = RunHandle(loop, learner, scorer, sync, spawn_learner=spawn,
+                       checkpoints=run_dir / "checkpoints")
     try:
         loop.start()
     except BaseException:

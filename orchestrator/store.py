@@ -131,6 +131,42 @@ class RunStore:
             self._event(run_id, "eval", step, data, now),
         ])
 
+    def claim(self, run_id: str, reason: str) -> bool:
+        """queued -> starting, atomically: False if the run left `queued` meanwhile (a cancel
+        racing the scheduler's pick), so it never shows cancelled -> running."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute("UPDATE runs SET status = 'starting', started_at = ? "
+                                       "WHERE id = ? AND status = 'queued'", (now, run_id))
+                if cur.rowcount == 1:
+                    step = self._db.execute("SELECT step FROM runs WHERE id = ?",
+                                            (run_id,)).fetchone()[0]
+                    self._db.execute(*self._event(run_id, "status", step,
+                                                  {"status": "starting", "reason": reason}, now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cur.rowcount == 1
+
+    def record_note(self, run_id: str, step: int, message: str) -> None:
+        """A `note` event: something a person following the run should know (a fault and how
+        the run recovered, a resume, a checkpoint that could not be written)."""
+        self._tx([self._event(run_id, "note", step, {"message": message}, time.time())])
+
+    def requeue(self, run_id: str, reason: str) -> None:
+        """Back to `queued` to be continued from its checkpoint (resume); its metrics stay."""
+        now = time.time()
+        row = self._exec("SELECT step FROM runs WHERE id = ?", (run_id,))
+        step = row[0]["step"] if row else 0
+        self._tx([
+            ("UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, "
+             "cancel_requested = 0 WHERE id = ?", (run_id,)),
+            self._event(run_id, "status", step, {"status": "queued", "reason": reason}, now),
+        ])
+
     def set_run_dir(self, run_id: str, run_dir: str) -> None:
         self._exec("UPDATE runs SET run_dir = ? WHERE id = ?", (run_dir, run_id))
 

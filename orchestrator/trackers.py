@@ -167,8 +167,9 @@ class Trackers:
                 self.trackers.remove(t)
 
     def log_eval(self, step: int, result: dict) -> None:
-        self.log(step, {f"eval/{k}": float(v) for k, v in result.items()
-                        if k != "step" and isinstance(v, int | float)})
+        # Benchmark keys already read `eval/<benchmark>/<metric>`; the legacy ones get it.
+        self.log(step, {k if k.startswith("eval/") else f"eval/{k}": float(v)
+                        for k, v in result.items() if k != "step" and isinstance(v, int | float)})
 
     def close(self, status: str) -> None:
         for t in self.trackers:

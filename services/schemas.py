@@ -30,6 +30,8 @@ class GenerateRequest(Wire):
     temperature: float = Field(ge=0.0)
     top_p: float = 1.0
     seed: int | None = None
+    stop: list[str] | None = None
+    """Stop strings (e.g. the next `Q:` of a few-shot prompt); not part of the completion."""
 
 
 class TrainSequence(Wire):

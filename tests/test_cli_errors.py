@@ -86,8 +86,12 @@ def test_unknown_run_is_404(api):
         assert "no run 'nope'" in err and "HTTP 404" in err, (verb, err)
 
 
-def test_cancelling_a_finished_run_is_409(api):
-    out = mathrl("submit", str(TINY), url=api)
+def test_cancelling_a_finished_run_is_409(api, tiny_model_dir, tmp_path):
+    # The API refuses a local model directory that does not exist (TINY names the one that
+    # `mathrl up` builds on first use), so this config names the session's tiny model.
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.read_text().replace('".mathrl/tiny-model"', f'"{tiny_model_dir}"'))
+    out = mathrl("submit", str(cfg), url=api)
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip()
     first = mathrl("cancel", run_id, url=api)

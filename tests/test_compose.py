@@ -440,3 +440,21 @@ def test_docker_compose_config_validates(tmp_path):
         capture_output=True, text=True, timeout=120, env=clean, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr or proc.stdout
+
+
+def test_api_on_loopback_and_one_token_for_api_and_generator(env, cfg):
+    """By default the API is published on 127.0.0.1 only; MATHRL_API_TOKEN from .env reaches
+    the orchestrator (the API's token, sent to vLLM) and the generator (its vLLM key), as
+    `server_env` would set it for a generator mathrl launches."""
+    services = resolve(yaml.safe_load(COMPOSE.read_text()), env)["services"]
+    assert services["orchestrator"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert "MATHRL_API_TOKEN" in env and not env["MATHRL_API_TOKEN"]  # documented, unset
+    with_token = {**env, "MATHRL_API_TOKEN": "s3cret"}
+    services = resolve(yaml.safe_load(COMPOSE.read_text()), with_token)["services"]
+    assert environment(services["orchestrator"])["MATHRL_API_TOKEN"] == "s3cret"
+    gen_env = environment(services["generator"])
+    key = server_env(cfg.generator, device=GEN_DEVICE, api_key="s3cret")["VLLM_API_KEY"]
+    assert gen_env["VLLM_API_KEY"] == key == "s3cret"
+    # vLLM takes an empty key as none: without a token the generator stays open, as the API.
+    assert not environment(resolve(yaml.safe_load(COMPOSE.read_text()), env)["services"][
+        "generator"])["VLLM_API_KEY"]

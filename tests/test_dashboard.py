@@ -106,7 +106,9 @@ class FakeApi:
         self._emit(rid, "metrics", step, m)
 
     def _eval(self, rid, step, acc, fmt):
-        e = {"step": step, "accuracy": acc, "format": fmt, "n": 200}
+        e = {"step": step, "accuracy": acc, "format": fmt, "n": 200,
+             "eval/gsm8k/pass@1": acc, "eval/gsm8k/maj@4": min(1.0, acc + 0.05),
+             "eval/gsm8k/n": 200, "eval/math500/pass@1": acc / 2}
         self.runs[rid]["evals"].append(e)
         self._emit(rid, "eval", step, e)
 
@@ -248,6 +250,8 @@ class DomScan(HTMLParser):
     def __init__(self, html: str):
         super().__init__()
         self.canvas: dict[str, int] = {}
+        self.series: dict[str, int] = {}
+        self.hidden: set[str] = set()
         self.status: str | None = None
         self.rows: list[str] = []
         self.selected: list[str] = []
@@ -258,10 +262,13 @@ class DomScan(HTMLParser):
         a = dict(attrs)
         if tag == "canvas":
             self.canvas[a.get("id", "")] = int(a.get("data-points", "0"))
+            self.series[a.get("id", "")] = int(a.get("data-series", "0"))
         elif a.get("id") == "status":
             self.status = a.get("data-status")
         elif a.get("id") == "evals-card":
             self.evals_shown = "hidden" not in a
+        if "hidden" in a and a.get("id"):
+            self.hidden.add(a["id"])
         elif tag == "tr" and "data-run" in a:
             self.rows.append(a["data-run"])
             if "selected" in (a.get("class") or "").split():
@@ -304,6 +311,17 @@ def test_failed_run_by_url(fake, tmp_path):
     assert dom.status == "failed"
     assert all(dom.canvas[c] == 3 for c in CHARTS)
     assert "CUDA out of memory at step 4" in html
+
+
+def test_benchmark_curves_of_a_finished_run(fake, tmp_path):
+    """Each `eval/<benchmark>/<metric>` accuracy is a curve over the evaluated steps; sizes
+    (`eval/gsm8k/n`) are not drawn; the "ask the policy" box is on the page."""
+    html = run_chromium(fake.url + "/?run=run-done", tmp_path / "p", 1500, "--dump-dom")
+    dom = DomScan(html)
+    assert dom.selected == ["run-done"]
+    assert "evals-chart-card" not in dom.hidden
+    assert dom.canvas["chart-evals"] == 2 and dom.series["chart-evals"] == 3
+    assert 'id="ask-form"' in html and 'id="ask-q"' in html
 
 
 def test_screenshot_mid_stream(fake, tmp_path):

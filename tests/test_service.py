@@ -21,15 +21,17 @@ from tracker_readers import tensorboard_scalars
 from orchestrator.client import ApiError, MathrlClient
 
 pytestmark = pytest.mark.slow
+TOKEN = "service-test-token"
 
 
 class Up:
-    """`mathrl up` in its own process group, stopped by PID."""
+    """`mathrl up` in its own process group, stopped by PID; `token`: its MATHRL_API_TOKEN."""
 
-    def __init__(self, config: Path, home: Path):
-        self.config, self.home = config, home
+    def __init__(self, config: Path, home: Path, token: str | None = None):
+        self.config, self.home, self.token = config, home, token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MathrlClient:
@@ -38,9 +40,10 @@ class Up:
             [sys.executable, "-m", "orchestrator.cli", "up", "--config", str(self.config),
              "--port", str(self.port), "--db", str(self.home / "runs.db"),
              "--work-dir", str(self.home / "work")],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env={**os.environ, "MATHRL_API_TOKEN": self.token or ""})
         log.close()
-        client = MathrlClient(self.url)
+        client = MathrlClient(self.url, token=self.token)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.home / "up.log").read_text()[-3000:]
@@ -89,7 +92,8 @@ def service(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("service")
     cfg = tiny_config(tiny_model_dir, schedule__steps=3)
     (home / "stack.toml").write_text(_toml(cfg))
-    up = Up(home / "stack.toml", home)
+    # With a token: the CLI client, the dashboard and the generator's key all take part.
+    up = Up(home / "stack.toml", home, token=TOKEN)
     client = up.start()
     yield up, client, cfg
     client.close()
@@ -117,22 +121,52 @@ def _wait(client, run_id, pred, timeout_s=240):
     raise AssertionError(f"timed out waiting on run {run_id}: {client.run(run_id)}")
 
 
-def test_invalid_config_is_422_naming_the_field(service):
+def test_invalid_config_is_422_naming_the_field(service, tmp_path):
     up, client, cfg = service
-    r = httpx.post(f"{up.url}/runs", json=_body(cfg, rollout__group_size=1))
+    h = up.headers
+    r = httpx.post(f"{up.url}/runs", json=_body(cfg, rollout__group_size=1), headers=h)
     assert r.status_code == 422
     assert ["body", "rollout", "group_size"] in [d["loc"] for d in r.json()["detail"]]
-    r = httpx.post(f"{up.url}/runs", json={**_body(cfg), "bogus": 1})
+    r = httpx.post(f"{up.url}/runs", json={**_body(cfg), "bogus": 1}, headers=h)
     assert r.status_code == 422 and "bogus" in r.text
-    r = httpx.post(f"{up.url}/runs", json=_body(cfg, model__name_or_path="/no/such/model"))
+    r = httpx.post(f"{up.url}/runs", json=_body(cfg, model__name_or_path="/no/such/model"),
+                   headers=h)
     assert r.status_code == 422 and "name_or_path" in r.text
-    assert httpx.get(f"{up.url}/runs/nope").status_code == 404
+    # A data file outside the data folders (the work dir, ./data, ../shared/data) is refused.
+    outside = tmp_path / "data.jsonl"
+    outside.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    r = httpx.post(f"{up.url}/runs", headers=h,
+                   json=_body(cfg, data__source="gsm8k", data__path=str(outside)))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "data", "path"]
+    assert httpx.get(f"{up.url}/runs/nope", headers=h).status_code == 404
+    assert httpx.get(f"{up.url}/runs").status_code == 401
+    assert httpx.get(f"{up.url}/health").status_code == 200
 
 
-def test_submit_follow_sse_to_completed(service):
+def test_generator_takes_the_api_token_as_its_key(service):
+    """vLLM, launched by `mathrl up`, refuses `/v1` (runtime LoRA loading included) without
+    the key; the service's own client sends it (the runs of this module train through it)."""
+    up, client, cfg = service
+    gen = f"http://127.0.0.1:{cfg.generator.port}"
+    assert httpx.get(f"{gen}/v1/models").status_code == 401
+    r = httpx.post(f"{gen}/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/tmp"})
+    assert r.status_code == 401
+    assert httpx.get(f"{gen}/v1/models", headers=up.headers).status_code == 200
+    assert client.health()["generator"] is True
+
+
+@pytest.fixture(scope="module")
+def first(service):
+    """One run of 3 steps followed over SSE to its end: (run id, its events). Every test that
+    reads it asks for it, so the tests pass in any order."""
     up, client, cfg = service
     run_id = client.submit(_body(cfg, name="first")).id
-    events = list(client.events(run_id))
+    return run_id, list(client.events(run_id))
+
+
+def test_submit_follow_sse_to_completed(service, first):
+    up, client, cfg = service
+    run_id, events = first
     statuses = [e.data["status"] for e in events if e.kind == "status"]
     assert statuses == ["queued", "starting", "running", "completed"]
     streamed = {e.step: e.data for e in events if e.kind == "metrics"}
@@ -145,19 +179,15 @@ def test_submit_follow_sse_to_completed(service):
     # Resuming with Last-Event-ID replays only what came after it.
     tail = list(client.events(run_id, last_event_id=events[-3].id))
     assert [e.id for e in tail] == [e.id for e in events[-2:]]
-    prom = httpx.get(f"{up.url}/metrics").text
+    prom = httpx.get(f"{up.url}/metrics", headers=up.headers).text
     assert 'mathrl_runs{status="completed"}' in prom
 
 
-def _run_named(client, name):
-    return next(r for r in client.runs() if r.name == name)
-
-
-def test_console_reads_like_a_training_log(service):
+def test_console_reads_like_a_training_log(service, first):
     """`mathrl up`'s console: status changes and one line per step, no request logs; those go
     to the log file the console names. The default tracker (TensorBoard) got the metrics."""
     up, client, cfg = service
-    first = _run_named(client, "first")
+    first = client.run(first[0])
     console = (up.home / "up.log").read_text()
     label = f"run {first.id} (first)"
     for line in (f"{label}: starting (picked from the queue)",
@@ -178,10 +208,11 @@ def test_console_reads_like_a_training_log(service):
             assert scalars[k][s.step] == pytest.approx(v, rel=1e-6), k
 
 
-def test_csv_export_matches_the_store(service):
+def test_csv_export_matches_the_store(service, first):
     up, client, cfg = service
-    first = _run_named(client, "first")
-    r = httpx.get(f"{up.url}/runs/{first.id}/metrics", params={"format": "csv"})
+    first = client.run(first[0])
+    h = up.headers
+    r = httpx.get(f"{up.url}/runs/{first.id}/metrics", params={"format": "csv"}, headers=h)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert f'filename="first-{first.id}-metrics.csv"' in r.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(r.text)))
@@ -190,12 +221,14 @@ def test_csv_export_matches_the_store(service):
     for row, s in zip(rows, stored, strict=True):
         assert float(row.pop("at")) == s.at
         assert {k: float(v) for k, v in row.items() if k != "step"} == s.metrics
-    assert httpx.get(f"{up.url}/runs/nope/metrics?format=csv").status_code == 404
-    assert httpx.get(f"{up.url}/runs/{first.id}/metrics?format=xml").status_code == 422
+    assert httpx.get(f"{up.url}/runs/nope/metrics?format=csv", headers=h).status_code == 404
+    assert httpx.get(f"{up.url}/runs/{first.id}/metrics?format=xml",
+                     headers=h).status_code == 422
 
 
 def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
-    """The real dashboard, fed by the real SSE stream, draws the live run's charts."""
+    """The real dashboard, fed by the real SSE stream, draws the live run's charts, once it
+    has asked for the API token (its first request got 401) and been given it."""
     from browser import Page, chromium_path
     from PIL import Image
 
@@ -205,10 +238,16 @@ def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
         return  # the rest of this test still runs; locally chromium is optional
     page = Page(f"{url}/?run={run_id}", tmp_path / "profile")
     try:
+        page.wait_for("!document.getElementById('token-form').hidden", timeout_s=30)
+        page.evaluate(f"document.getElementById('token-input').value = {TOKEN!r};"
+                      "document.getElementById('token-form').requestSubmit()")
         points = page.wait_for(
-            "(() => { const p = [...document.querySelectorAll('#detail canvas')]"
-            ".map(c => +c.dataset.points); return p.length && p.every(n => n > 0) ? p : null })()",
+            "(() => { const p = ['reward', 'tokens', 'loss', 'time']"
+            ".map(c => +document.getElementById('chart-' + c).dataset.points);"
+            " return p.every(n => n > 0) ? p : null })()",
             timeout_s=60)
+        # The live stream itself is open (the charts alone could come from /metrics).
+        page.wait_for("document.getElementById('conn').textContent === 'live'", timeout_s=30)
         status = page.evaluate("document.getElementById('status').dataset.status")
         png = page.screenshot(tmp_path / "live.png")
     finally:
@@ -230,6 +269,9 @@ def test_queue_runs_in_order_and_cancel(service, tmp_path):
     _wait(client, a, lambda r: r.status == "running" and r.step >= 1)
     assert client.run(b).status == "queued" and client.run(c).status == "queued"
     _dashboard_during_live_run(up.url, a, tmp_path)
+    # The page's event stream carried the token in its URL: it is in no log.
+    for log in (up.home / "up.log", up.home / "work" / "logs" / "mathrl.log"):
+        assert TOKEN not in log.read_text(), log
     assert client.cancel(c).status == "cancelled"  # cancel while queued
     cancelled = client.cancel(a)
     assert cancelled.status == "running"  # stops after its current step
@@ -246,28 +288,32 @@ def test_queue_runs_in_order_and_cancel(service, tmp_path):
 
 def test_failing_run_records_error_and_service_goes_on(service, tmp_path):
     up, client, cfg = service
-    missing = tmp_path / "no-such-data.jsonl"
-    bad = client.submit(_body(cfg, name="bad", data__source="gsm8k", data__path=str(missing))).id
+    # A data file the API accepts (in the work dir, a data folder) that the loader rejects.
+    broken = up.home / "work" / "broken-data.jsonl"
+    broken.write_text('{"question": "1+1?", "answer": "2 (a GSM8K answer needs a final line)"}\n')
+    bad = client.submit(_body(cfg, name="bad", data__source="gsm8k", data__path=str(broken))).id
     run = _wait(client, bad, lambda r: r.status in ("failed", "completed"))
     assert run.status == "failed"
-    assert run.error.startswith("step 0:") and "no-such-data.jsonl" in run.error
+    assert run.error.startswith("step 0:") and "broken-data.jsonl" in run.error
     reasons = [e.data["reason"] for e in client.events(bad) if e.kind == "status"]
     assert reasons[-1] == "error at step 0"
     # On the console: one line that says why, the traceback only in the log file.
     console = (up.home / "up.log").read_text()
     assert re.search(rf"warning mathrl.run: run {bad} \(bad\): failed \(step 0: "
-                     r".*no-such-data.jsonl", console), console[-3000:]
+                     r".*broken-data.jsonl", console), console[-3000:]
     assert "Traceback" not in console
     assert "Traceback" in (up.home / "work" / "logs" / "mathrl.log").read_text()
     ok = client.submit(_body(cfg, name="after-failure", schedule__steps=1)).id
     assert _wait(client, ok, lambda r: r.status in ("failed", "completed")).status == "completed"
 
 
-def test_restart_keeps_every_run_and_metric(service):
+def test_restart_keeps_every_run_and_metric(service, first):
     up, client, cfg = service
     before = {r.id: (r.status, r.step) for r in client.runs()}
     metrics_before = {rid: client.metrics(rid).model_dump() for rid in before}
-    assert len(before) >= 4
+    # Whatever ran before this test (any order): at least `first`, with its 3 steps' metrics.
+    assert before[first[0]] == ("completed", 3)
+    assert len(metrics_before[first[0]]["steps"]) == 3
     assert up.stop() == 0
     client2 = up.start()
     try:

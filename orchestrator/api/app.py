@@ -8,7 +8,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from orchestrator.api.auth import BearerAuth
+from orchestrator.api.limits import ApiPolicy, BodyLimit
 from orchestrator.api.routes import runs, system
+from orchestrator.api.routes.policy import router as ask_router
 from orchestrator.api.routes.system import STATIC
 from orchestrator.store import RunStore
 from services.config import RunConfig
@@ -25,17 +28,12 @@ class Service:
         """(field, message) when `cfg` cannot run on this stack, else None."""
         if self.stack is None:
             return None
-        from orchestrator.stack import resolve_model_path
-
         base = self.stack.cfg
         if cfg.generator.sync_mode != base.generator.sync_mode:
             return ("generator.sync_mode",
                     f"this service runs sync_mode={base.generator.sync_mode!r}")
-        try:
-            same = Path(resolve_model_path(cfg.model.name_or_path)) == Path(self.stack.model_path)
-        except Exception:  # noqa: BLE001 - unreachable hub id, bad path: not this model
-            same = False
-        if not same:
+        if not same_model(cfg.model.name_or_path, base.model.name_or_path,
+                          self.stack.model_path):
             return ("model.name_or_path",
                     f"this service serves {base.model.name_or_path!r}; start another "
                     "`mathrl up --config` for a different base model")
@@ -53,6 +51,12 @@ class Service:
         except Exception:  # noqa: BLE001 - health reports, never raises
             return False
 
+    def scheduler_ok(self) -> bool | None:
+        """None in API-only mode (no scheduler); False once its thread has died."""
+        if self.scheduler is None:
+            return None
+        return self.scheduler.alive()
+
     def active_run(self) -> str | None:
         return getattr(self.scheduler, "active", None)
 
@@ -60,12 +64,29 @@ class Service:
         return self.scheduler.queued() if self.scheduler is not None else 0
 
 
-def create_app(store: RunStore, service: Service | None = None, *, lifespan=None) -> FastAPI:
+def same_model(asked: str, served_name: str, served_path: str) -> bool:
+    """Whether a run's `model.name_or_path` is the served base model, without a hub lookup in
+    the request handler: a local directory by its resolved path, a hub id by its name."""
+    local = Path(asked).expanduser()
+    if local.is_dir():
+        return local.resolve() == Path(served_path).resolve()
+    return asked == served_name
+
+
+def create_app(store: RunStore, service: Service | None = None, *, lifespan=None,
+               policy: ApiPolicy | None = None) -> FastAPI:
+    """`policy`: token and request limits (default: no token, the default limits)."""
     app = FastAPI(title="mathrl", version="0.1.0", lifespan=lifespan,
                   description="GRPO training of math-reasoning models, as a service.")
     app.state.store = store
     app.state.service = service or Service()
+    app.state.policy = policy = policy or ApiPolicy()
+    # The last added runs first: an unauthenticated request is refused before its body is read.
+    app.add_middleware(BodyLimit, limit=policy.max_body_bytes)
+    if policy.token:
+        app.add_middleware(BearerAuth, token=policy.token)
     app.include_router(runs.router)
     app.include_router(system.router)
+    app.include_router(ask_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

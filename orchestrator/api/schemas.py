@@ -37,7 +37,8 @@ class RunPublic(Public):
     """Model name under which vLLM serves this run's latest policy."""
     run_dir: str | None = None
     evals: list[dict] = []
-    """Evaluation results: {"step", "accuracy", "format", "n"}."""
+    """Evaluation results, oldest first: {"step", "eval/<benchmark>/<metric>": value, ...,
+    and "accuracy", "format", "n" of the first benchmark (its greedy pass@1, boxed rate, size)}."""
 
 
 class RunsPublic(Public):
@@ -60,7 +61,7 @@ class Event(Public):
 
     id: int
     run_id: str
-    kind: Literal["status", "metrics", "eval"]
+    kind: Literal["status", "metrics", "eval", "note"]
     step: int
     data: dict
     """status: {"status", "reason"}; metrics: the step's metrics; eval: an eval result."""
@@ -70,5 +71,7 @@ class Event(Public):
 class Health(Public):
     status: Literal["ok", "degraded"]
     generator: bool
+    scheduler: bool | None = None
+    """False when the scheduler thread died (queued runs would never start)."""
     active_run: str | None = None
     queued: int = 0

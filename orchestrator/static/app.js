@@ -48,7 +48,7 @@ function fmt(v, unit = "") {
 const pct = (v) => (v == null ? "–" : (100 * v).toFixed(1) + "%");
 
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await Auth.fetch(path, { headers: { Accept: "application/json" } });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
@@ -106,7 +106,7 @@ function select(id, pinned) {
 }
 
 function connect(id) {
-  const es = new EventSource(`/runs/${encodeURIComponent(id)}/events`);
+  const es = new EventSource(Auth.streamUrl(`/runs/${encodeURIComponent(id)}/events`));
   S.es = es;
   const mine = (fn) => (e) => { if (S.es === es) { fn(JSON.parse(e.data)); schedule(); } };
   es.onopen = () => { if (S.es === es) setConn("live", "live"); };
@@ -218,6 +218,7 @@ function render() {
   renderEvals();
   const steps = [...S.steps.keys()].sort((a, b) => a - b);
   for (const c of CHARTS) drawChart($("#" + c.id), c, steps);
+  Evals.draw($("#chart-evals"));
 }
 
 // ---- charts ------------------------------------------------------------------------------
@@ -378,4 +379,5 @@ window.addEventListener("popstate", () => {
 const initial = new URL(location.href).searchParams.get("run");
 if (initial) select(initial, true);
 Compare.init();
+Evals.init();
 poll();

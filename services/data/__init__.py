@@ -2,6 +2,7 @@
 
 from .loaders import (
     DataFormatError,
+    load_fields,
     load_gsm8k_jsonl,
     load_hf,
     load_math,
@@ -18,6 +19,7 @@ __all__ = [
     "Problem",
     "PromptSampler",
     "arithmetic_problems",
+    "load_fields",
     "load_gsm8k_jsonl",
     "load_hf",
     "load_math",

@@ -115,18 +115,38 @@ def load_math(path: str | Path, *, limit: int | None = None) -> list[Problem]:
     The answer may be a string (LaTeX kept) or a number (``27.0`` -> ``"27"``). Ids come from
     ``unique_id`` or ``id`` when present, else ``math-<row index>``.
     """
-    _check_limit(limit)
+    return _load_records(Path(path), ("problem", "question"), "answer", limit=limit,
+                         id_prefix="math")
+
+
+def load_fields(path: str | Path, question_field: str, answer_field: str, *,
+                limit: int | None = None) -> list[Problem]:
+    """Any JSON array or JSON Lines file, with the question and answer fields named.
+
+    An answer holding a GSM8K-style ``#### N`` line is cut to ``N``; rows with an empty
+    answer are skipped (with a warning), as in the other loaders."""
     path = Path(path)
+    return _load_records(path, (question_field,), answer_field, limit=limit,
+                         id_prefix=path.stem, cut_hashes=True)
+
+
+def _load_records(path: Path, question_fields: tuple[str, ...], answer_field: str, *,
+                  limit: int | None, id_prefix: str, cut_hashes: bool = False
+                  ) -> list[Problem]:
+    """Problems from a JSON array / JSON Lines file; rows with an empty answer are skipped."""
+    _check_limit(limit)
     out: list[Problem] = []
     skipped = 0
     for i, (where, rec) in enumerate(_json_or_jsonl_records(path)):
-        question = _question(rec, where, "problem", "question")
-        raw = _field(rec, where, "answer")
+        question = _question(rec, where, *question_fields)
+        raw = _field(rec, where, answer_field)
+        if cut_hashes and isinstance(raw, str) and "####" in raw:
+            raw = raw.rsplit("####", 1)[1]
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             skipped += 1
             continue
         rid = rec.get("unique_id", rec.get("id"))
-        pid = f"math-{i}" if rid is None else str(rid)
+        pid = f"{id_prefix}-{i}" if rid is None else str(rid)
         out.append(Problem(id=pid, question=question, answer=_answer(raw, where)))
         if limit is not None and len(out) >= limit:
             break

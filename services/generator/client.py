@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from services.schemas import Completion, GenerateRequest
 
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+
 
 class GeneratorClient:
-    def __init__(self, base_url: str, *, timeout_s: float = 600.0, max_parallel: int = 64):
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0, max_parallel: int = 64,
+                 api_key: str | None = None):
+        """`api_key`: the server's `--api-key` / `VLLM_API_KEY` (vLLM then refuses `/v1`
+        requests without it, the runtime LoRA endpoints included)."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
         self._max_parallel = max_parallel
 
     def close(self) -> None:
@@ -25,12 +32,29 @@ class GeneratorClient:
         self.close()
 
     def _post(self, path: str, body: dict) -> httpx.Response:
-        r = self._http.post(path, json=body)
+        r = self._post_retrying(path, body)
         if r.status_code >= 400:
             raise httpx.HTTPStatusError(
                 f"{path} -> {r.status_code}: {r.text[:500]}", request=r.request, response=r
             )
         return r
+
+    def _post_retrying(self, path: str, body: dict) -> httpx.Response:
+        """A dropped connection or a 502/503 is retried with backoff (0.5, 1, 2 s) before it
+        counts as a generator fault; a read timeout is not (a hung server would hold each try
+        for the whole timeout). Repeating a generation or an in-place adapter load is
+        harmless: the first answer was never used."""
+        for delay in RETRY_DELAYS_S:
+            try:
+                r = self._http.post(path, json=body)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                time.sleep(delay)
+                continue
+            if r.status_code in (502, 503):
+                time.sleep(delay)
+                continue
+            return r
+        return self._http.post(path, json=body)
 
     def models(self) -> list[str]:
         r = self._http.get("/v1/models")
@@ -49,6 +73,8 @@ class GeneratorClient:
             "return_token_ids": True,
             "skip_special_tokens": True,
         }
+        if req.stop:
+            body["stop"] = req.stop
         if req.seed is not None:
             # One request per prompt, each with its own seed: a shared seed in one batched
             # request would give every prompt the same random stream.

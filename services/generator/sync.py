@@ -16,6 +16,8 @@ import shutil
 from collections import deque
 from pathlib import Path
 
+import httpx
+
 from services.generator.client import GeneratorClient
 from services.schemas import AdapterRef
 
@@ -51,15 +53,29 @@ class PolicySync:
         if ref.kind != "lora":
             raise ValueError(f"lora sync got a {ref.kind!r} artifact")
         name = self.versioned_name(ref.version)
-        self.client.load_adapter(name, ref.path)
-        self.client.load_adapter(self.alias, ref.path, inplace=self._alias_loaded)
+        # In place: the name may already be there (a version restored from a checkpoint, or an
+        # alias left by an earlier orchestrator process); vLLM loads a new name the same way.
+        self.client.load_adapter(name, ref.path, inplace=True)
+        self.client.load_adapter(self.alias, ref.path, inplace=True)
         self._alias_loaded = True
         previous = self.served
         self.served, self.version = name, ref.version
         if previous is not None and previous != name:
-            self.client.unload_adapter(previous)
+            self._unload(previous)
         self._retire(ref.path)
         return name
+
+    def _unload(self, name: str) -> None:
+        """A generator that restarted no longer has the name: that is not an error."""
+        try:
+            self.client.unload_adapter(name)
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code != 404:
+                raise
+
+    def reset(self) -> None:
+        """The generator restarted: it serves no adapter of ours any more."""
+        self.served, self._alias_loaded = None, False
 
     def _retire(self, path: str) -> None:
         """Delete adapter folders older than the last `keep` served ones. Only after vLLM has

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from services.config import RunConfig
-from services.learner import export
+from services.learner import checkpoint, export
 from services.learner.grpo import policy_loss, tis_weights
 from services.learner.logprobs import completion_logprobs
 from services.learner.memcap import MemoryCap
@@ -27,6 +27,7 @@ from services.learner.model import (
     pick_device,
     torch_dtype,
 )
+from services.learner.packing import pack_by_tokens, padding_share
 from services.schemas import AdapterRef, LearnResult, TrainBatch, TrainSequence
 
 
@@ -53,6 +54,7 @@ class Learner:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg.learner, self.device)
         self.version = 0
+        self._padding = 0.0
 
     # ------------------------------------------------------------------ policy export
     def publish(self) -> AdapterRef:
@@ -70,8 +72,15 @@ class Learner:
 
     # ------------------------------------------------------------------ training
     def _micro_batches(self, seqs: list[TrainSequence]) -> list[list[TrainSequence]]:
-        k = self.cfg.learner.micro_batch_size
-        return [seqs[i : i + k] for i in range(0, len(seqs), k)]
+        lc = self.cfg.learner
+        lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in seqs]
+        if lc.micro_batch_tokens is None:
+            k = lc.micro_batch_size
+            groups = [list(range(i, min(i + k, len(seqs)))) for i in range(0, len(seqs), k)]
+        else:
+            groups = pack_by_tokens(lengths, lc.micro_batch_tokens)
+        self._padding = padding_share(lengths, groups)
+        return [[seqs[i] for i in g] for g in groups]
 
     def _logprobs(self, seqs: list[TrainSequence]):
         full = [s.prompt_ids + s.completion_ids for s in seqs]
@@ -159,6 +168,7 @@ class Learner:
             **sums,
             **(tis if use_tis else {}),
             "perf/learner_tokens_per_s": n_tokens / max(t_learn, 1e-9),
+            "perf/padding_share": self._padding,
             "optim/grad_norm": float(grad_norm),
             "optim/lr": self.optimizer.param_groups[0]["lr"],
             "learner/tokens": float(n_tokens),
@@ -188,3 +198,43 @@ class Learner:
 
     def ping(self) -> int:
         return self.version
+
+    def pid(self) -> int:
+        """This process (tests kill it to check that a run survives its learner)."""
+        return os.getpid()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, root: str, loop_state: dict, keep: int) -> str:
+        """Adapter, optimizer state, policy version, every RNG and the loop's state (step,
+        sampler, served version), written atomically as `<root>/step-<step>`."""
+        def fill(tmp: Path) -> None:
+            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            torch.save(rng, tmp / "rng.pt")
+
+        step = int(loop_state["step"])
+        meta = {"version": self.version, "loop": loop_state}
+        return str(checkpoint.write(root, step, fill, meta, keep=keep))
+
+    def load_checkpoint(self, path: str) -> dict:
+        """Restore what `save_checkpoint` wrote; returns the loop's state."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = checkpoint.read_meta(path)
+        weights = load_file(str(path / "adapter" / "adapter_model.safetensors"),
+                            device=self.device)
+        set_peft_model_state_dict(self.model, weights)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False,
+                                                  map_location=self.device))
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.version = int(meta["version"])
+        return meta["loop"]

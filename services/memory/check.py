@@ -22,4 +22,8 @@ def fit_problem(cfg: RunConfig, model_path: str | None = None) -> tuple[str, str
         shape = load_shape(model_path or cfg.model.name_or_path)
     except (FileNotFoundError, ValueError, KeyError):
         return None
-    return refusal(plan_run(shape, cfg))
+    try:
+        plan = plan_run(shape, cfg)
+    except ValueError as e:  # the only one: a LoRA target that is no linear layer of the model
+        return "lora.target_modules", str(e)
+    return refusal(plan)

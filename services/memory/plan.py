@@ -176,7 +176,12 @@ def learner_dtype_bytes(cfg: RunConfig, *, cuda: bool = True) -> int:
 
 
 def micro_batch_tokens(cfg: RunConfig) -> tuple[int, int]:
-    """(sequence tokens, completion tokens) of one micro-batch at the longest lengths."""
+    """(sequence tokens, completion tokens) of one micro-batch at the longest lengths. With a
+    token budget, a micro-batch holds at most that many padded tokens (or one longest
+    sequence), and short rows can make nearly all of them completion tokens."""
+    budget = cfg.learner.micro_batch_tokens
+    if budget is not None:
+        return max(budget, cfg.model.max_model_len), max(budget, cfg.rollout.max_new_tokens)
     mb = cfg.learner.micro_batch_size
     return mb * cfg.model.max_model_len, mb * cfg.rollout.max_new_tokens
 

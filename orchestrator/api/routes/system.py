@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from orchestrator.api.deps import ServiceDep, StoreDep
@@ -15,10 +15,16 @@ STATIC = Path(__file__).resolve().parents[2] / "static"
 STATUSES = ("queued", "starting", "running", "completed", "failed", "cancelled")
 
 
-@router.get("/health", response_model=Health)
-def health(service: ServiceDep) -> Health:
-    ok = service.generator_ok()
-    return Health(status="ok" if ok else "degraded", generator=ok,
+@router.get("/health", response_model=Health,
+            responses={503: {"model": Health, "description": "generator or scheduler down"}})
+def health(service: ServiceDep, response: Response) -> Health:
+    gen = service.generator_ok()
+    sched = service.scheduler_ok()
+    ok = gen and sched is not False
+    if not ok and service.stack is not None:
+        # A stack whose generator (or scheduler) is down cannot train: say so to the probes.
+        response.status_code = 503
+    return Health(status="ok" if ok else "degraded", generator=gen, scheduler=sched,
                   active_run=service.active_run(), queued=service.queued())
 
 

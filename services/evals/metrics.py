@@ -1,0 +1,97 @@
+"""Benchmark metrics as pure functions: greedy pass@1, mean@k, maj@k and unbiased pass@k.
+
+Each problem contributes one greedy verdict and, when k samples were drawn, k sample verdicts
+plus the extracted answer of each sample. The answers and verdicts come from the reward's
+grader (services/rewards), so a number here means exactly what the training reward means.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+Equivalent = Callable[[str, str], bool]
+"""`equivalent(a, b)`: are two extracted answers the same mathematical value (the grader)?"""
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimator (Chen et al. 2021, Codex paper): the probability that at
+    least one of k samples drawn without replacement from n, of which c are correct, is
+    correct: `1 - C(n - c, k) / C(n, k)`."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:  # every draw of k holds a correct sample
+        return 1.0
+    # The product form avoids huge binomials: prod_{i=n-c+1}^{n} (1 - k / i).
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_vote(answers: Sequence[str | None], equivalent: Equivalent) -> int | None:
+    """Index of the sample whose answer wins the vote, or None when no sample has an answer.
+
+    Answers are clustered by `equivalent` (checked against each cluster's first member, in
+    sample order); samples without an extractable answer (None/blank) do not vote. Ties go
+    to the cluster that appeared first, as `collections.Counter.most_common` does in the
+    usual maj@k scripts (e.g. Qwen2.5-Math's evaluation), so the result is deterministic.
+    """
+    reps: list[int] = []  # index of each cluster's first member
+    votes: list[int] = []
+    for i, a in enumerate(answers):
+        if a is None or not a.strip():
+            continue
+        for j, r in enumerate(reps):
+            if a.strip() == answers[r].strip() or equivalent(a, answers[r]):
+                votes[j] += 1
+                break
+        else:
+            reps.append(i)
+            votes.append(1)
+    if not reps:
+        return None
+    best = max(range(len(reps)), key=lambda j: (votes[j], -j))  # most votes, then earliest
+    return reps[best]
+
+
+@dataclass
+class ProblemVerdicts:
+    """What one problem contributes to a benchmark's summary."""
+
+    greedy: bool | None = None
+    """Greedy completion correct (None: no greedy pass)."""
+    greedy_boxed: bool = False
+    """The greedy completion held a complete `\\boxed{}` answer."""
+    samples: list[bool] = field(default_factory=list)
+    """Verdict of each of the k sampled completions."""
+    majority: bool = False
+    """The majority-vote answer is correct (False when no sample had an answer)."""
+
+
+def pass_k_values(k: int) -> list[int]:
+    """The pass@j reported for k samples: powers of two below k, and k itself (j > 1; the
+    unbiased pass@1 is mean@k)."""
+    out = [j for j in (2 ** p for p in range(1, k.bit_length())) if j < k]
+    return out + ([k] if k > 1 else [])
+
+
+def summarize(items: Sequence[ProblemVerdicts], k: int) -> dict[str, float]:
+    """Benchmark summary: `pass@1` (greedy), `boxed` (greedy format rate) and, with k > 0
+    samples per problem, `mean@k`, `maj@k` and `pass@j` for `pass_k_values(k)`; `n` is the
+    number of problems."""
+    if not items:
+        raise ValueError("no problems to summarize")
+    out: dict[str, float] = {"n": float(len(items))}
+    greedy = [it for it in items if it.greedy is not None]
+    if greedy:
+        out["pass@1"] = statistics.fmean(float(it.greedy) for it in greedy)
+        out["boxed"] = statistics.fmean(float(it.greedy_boxed) for it in greedy)
+    if k > 0:
+        if any(len(it.samples) != k for it in items):
+            raise ValueError(f"every problem needs exactly {k} sample verdicts")
+        out[f"mean@{k}"] = statistics.fmean(sum(it.samples) / k for it in items)
+        out[f"maj@{k}"] = statistics.fmean(float(it.majority) for it in items)
+        for j in pass_k_values(k):
+            out[f"pass@{j}"] = statistics.fmean(pass_at_k(k, sum(it.samples), j)
+                                                for it in items)
+    return out
