@@ -20,13 +20,6 @@ import typer
 from orchestrator.eval_report import load_dataset, parse_datasets, table
 
 
-def _vllm_rank(rank: int) -> int:
-    """The smallest `--max-lora-rank` vLLM accepts that holds an adapter of this rank."""
-    from services.config import VLLM_LORA_RANKS
-
-    return min((r for r in VLLM_LORA_RANKS if r >= rank), default=VLLM_LORA_RANKS[-1])
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,6 +67,7 @@ def eval_command(
         ModelConfig,
         RolloutConfig,
         RunConfig,
+        vllm_rank_for,
     )
     from services.data import DEFAULT_INSTRUCTION
     from services.evals import BenchmarkTask, build_prompt, run_benchmark, stop_strings
@@ -88,7 +82,7 @@ def eval_command(
     lora = adapter or compare
     rank = json.loads((lora / "adapter_config.json").read_text())["r"] if lora else 16
     n_max = max(len(p) for p in problems.values())
-    gen = GeneratorConfig(port=_free_port(), max_lora_rank=_vllm_rank(max(rank, 16)),
+    gen = GeneratorConfig(port=_free_port(), max_lora_rank=vllm_rank_for(max(rank, 16)),
                           max_num_seqs=min(256, max(concurrency * max(samples, 1), 2)))
     cfg = RunConfig(model=ModelConfig(name_or_path=model, max_model_len=max_model_len),
                     lora=LoraConfig(rank=rank), generator=gen,

@@ -20,6 +20,11 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 any rank up to it is served."""
 
 
+def vllm_rank_for(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds an adapter of this rank."""
+    return min((r for r in VLLM_LORA_RANKS if r >= rank), default=VLLM_LORA_RANKS[-1])
+
+
 class Section(BaseModel):
     """Base of every section: typos in a config are errors, not silently ignored keys."""
 
@@ -241,8 +246,8 @@ class GeneratorConfig(Section):
     @classmethod
     def _vllm_rank(cls, v: int) -> int:
         if v not in VLLM_LORA_RANKS:
-            ok = min(r for r in VLLM_LORA_RANKS if r >= v) if v <= 512 else 512
-            raise ValueError(f"vLLM accepts max_lora_rank in {list(VLLM_LORA_RANKS)}; use {ok}")
+            raise ValueError(f"vLLM accepts max_lora_rank in {list(VLLM_LORA_RANKS)}; "
+                             f"use {vllm_rank_for(v)}")
         return v
 
 

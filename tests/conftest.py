@@ -26,17 +26,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-def tiny_config(model_dir: Path, **overrides) -> RunConfig:
-    """configs/tiny-cpu.toml pointed at the test's tiny model and a free port."""
-    data = load_config(ROOT / "configs" / "tiny-cpu.toml").model_dump()
-    data["model"]["name_or_path"] = str(model_dir)
-    data["generator"]["port"] = free_port()
-    for dotted, value in overrides.items():
+def set_dotted(data: dict, **changes) -> dict:
+    """Set nested keys given as `section__field=value` (in place); returns `data`."""
+    for dotted, value in changes.items():
         node = data
         *head, last = dotted.split("__")
         for k in head:
             node = node[k]
         node[last] = value
+    return data
+
+
+def tiny_config(model_dir: Path, **overrides) -> RunConfig:
+    """configs/tiny-cpu.toml pointed at the test's tiny model and a free port."""
+    data = load_config(ROOT / "configs" / "tiny-cpu.toml").model_dump()
+    data["model"]["name_or_path"] = str(model_dir)
+    data["generator"]["port"] = free_port()
+    set_dotted(data, **overrides)
     return RunConfig.model_validate(data)
 
 

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 from api_server import served
-from conftest import ROOT
+from conftest import ROOT, set_dotted
 from fastapi.routing import APIRoute
 
 from orchestrator.api.app import create_app
@@ -57,13 +57,7 @@ def auth(token: str = TOKEN) -> dict[str, str]:
 def body(**changes) -> dict:
     cfg = load_config(TINY).model_dump(mode="json")
     cfg["model"]["name_or_path"] = "Qwen/Qwen2.5-0.5B"  # a hub id: its form is all that counts
-    for dotted, value in changes.items():
-        node = cfg
-        *head, last = dotted.split("__")
-        for k in head:
-            node = node[k]
-        node[last] = value
-    return cfg
+    return set_dotted(cfg, **changes)
 
 
 def status_of(method: str, url: str, **kw) -> int:

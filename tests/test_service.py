@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, tiny_config
+from conftest import ROOT, free_port, set_dotted, tiny_config
 from tracker_readers import tensorboard_scalars
 
 from orchestrator.client import ApiError, MathrlClient
@@ -101,14 +101,7 @@ def service(tiny_model_dir, tmp_path_factory):
 
 
 def _body(cfg, **changes) -> dict:
-    body = cfg.model_dump(mode="json")
-    for dotted, value in changes.items():
-        node = body
-        *head, last = dotted.split("__")
-        for k in head:
-            node = node[k]
-        node[last] = value
-    return body
+    return set_dotted(cfg.model_dump(mode="json"), **changes)
 
 
 def _wait(client, run_id, pred, timeout_s=240):

@@ -54,7 +54,6 @@ class Learner:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg.learner, self.device)
         self.version = 0
-        self._padding = 0.0
 
     # ------------------------------------------------------------------ policy export
     def publish(self) -> AdapterRef:
@@ -71,7 +70,9 @@ class Learner:
         return AdapterRef(version=self.version, path=str(path.resolve()), kind="lora")
 
     # ------------------------------------------------------------------ training
-    def _micro_batches(self, seqs: list[TrainSequence]) -> list[list[TrainSequence]]:
+    def _micro_batches(self, seqs: list[TrainSequence]
+                       ) -> tuple[list[list[TrainSequence]], float]:
+        """The micro-batches and the share of their padded tokens that is padding."""
         lc = self.cfg.learner
         lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in seqs]
         if lc.micro_batch_tokens is None:
@@ -79,8 +80,7 @@ class Learner:
             groups = [list(range(i, min(i + k, len(seqs)))) for i in range(0, len(seqs), k)]
         else:
             groups = pack_by_tokens(lengths, lc.micro_batch_tokens)
-        self._padding = padding_share(lengths, groups)
-        return [[seqs[i] for i in g] for g in groups]
+        return [[seqs[i] for i in g] for g in groups], padding_share(lengths, groups)
 
     def _logprobs(self, seqs: list[TrainSequence]):
         full = [s.prompt_ids + s.completion_ids for s in seqs]
@@ -119,7 +119,8 @@ class Learner:
         tis = {"off_policy/is_weight_mean": 0.0, "off_policy/clipped_frac": 0.0}
         use_tis = alg.tis_cap is not None and all(s.sampler_logprobs for s in seqs)
         sampler_diff, sampler_n = 0.0, 0
-        for mb in self._micro_batches(seqs):
+        micro_batches, padding = self._micro_batches(seqs)
+        for mb in micro_batches:
             mb_tokens = sum(len(s.completion_ids) for s in mb)
             # Micro-batch losses are weighted so their sum equals the loss of the whole batch
             # under the chosen aggregation (token share for token_mean, sequence share else).
@@ -168,7 +169,7 @@ class Learner:
             **sums,
             **(tis if use_tis else {}),
             "perf/learner_tokens_per_s": n_tokens / max(t_learn, 1e-9),
-            "perf/padding_share": self._padding,
+            "perf/padding_share": padding,
             "optim/grad_norm": float(grad_norm),
             "optim/lr": self.optimizer.param_groups[0]["lr"],
             "learner/tokens": float(n_tokens),
