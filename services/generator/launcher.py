@@ -33,6 +33,17 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
+def _planned_kv_bytes(cfg: RunConfig, model_path: str) -> int | None:
+    """The KV cache one step needs (services/memory), or None without a config to plan from."""
+    from services.memory import load_shape
+    from services.memory import plan as mplan
+
+    try:
+        return mplan.kv_cache_bytes(load_shape(model_path), cfg)
+    except FileNotFoundError:
+        return None
+
+
 def memory_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
     """The flags that size vLLM, from the run's memory plan (services/memory).
 
@@ -50,6 +61,10 @@ def memory_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
     args = ["--max-num-seqs", str(mplan.max_num_seqs(cfg)),
             "--logprobs-mode", "processed_logprobs"]
     if device != "cuda":
+        if gen.cpu_kvcache_space_gib is None:
+            kv = _planned_kv_bytes(cfg, model_path)
+            if kv is not None:
+                args += ["--kv-cache-memory-bytes", str(kv)]
         return args
     args += ["--max-num-batched-tokens", str(gen.max_num_batched_tokens)]
     if gen.sync_mode == "lora":
@@ -112,7 +127,9 @@ def server_env(gen: GeneratorConfig, *, device: str, cpu_count: int | None = Non
         # in dev mode.
         env["VLLM_SERVER_DEV_MODE"] = "1"
     if device != "cuda":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.cpu_kvcache_space_gib)
+        if gen.cpu_kvcache_space_gib is not None:
+            # (None: `memory_args` passes the planned size; this variable would override it.)
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(gen.cpu_kvcache_space_gib)
         bind = gen.cpu_threads_bind
         if bind == "auto":
             n = cpu_count or os.cpu_count() or 1

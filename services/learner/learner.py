@@ -27,7 +27,14 @@ from services.learner.model import (
     pick_device,
     torch_dtype,
 )
-from services.learner.packing import pack_by_tokens, padding_share
+from services.learner.packing import (
+    group_by_prompt,
+    grouped_padding_share,
+    pack_by_tokens,
+    pack_groups,
+    padding_share,
+)
+from services.learner.shared_prompt import grouped_logprobs
 from services.schemas import AdapterRef, LearnResult, TrainBatch, TrainSequence
 
 
@@ -70,26 +77,49 @@ class Learner:
         return AdapterRef(version=self.version, path=str(path.resolve()), kind="lora")
 
     # ------------------------------------------------------------------ training
+    @property
+    def shared_prompt(self) -> bool:
+        return self.cfg.learner.shared_prompt
+
     def _micro_batches(self, seqs: list[TrainSequence]
-                       ) -> tuple[list[list[TrainSequence]], float]:
-        """The micro-batches and the share of their padded tokens that is padding."""
+                       ) -> tuple[list[list[list[TrainSequence]]], float, int]:
+        """Micro-batches as runs of sequences (a run shares one prompt pass in the
+        shared-prompt mode; one sequence each otherwise), the share of computed positions that
+        is padding, and the positions computed."""
         lc = self.cfg.learner
+        if self.shared_prompt:
+            p_lens = [len(s.prompt_ids) for s in seqs]
+            c_lens = [len(s.completion_ids) for s in seqs]
+            groups = group_by_prompt([s.prompt_ids for s in seqs])
+            max_rows = lc.micro_batch_size if lc.micro_batch_tokens is None else None
+            batches = pack_groups(p_lens, c_lens, groups, lc.micro_batch_tokens, max_rows)
+            padding, positions = grouped_padding_share(p_lens, c_lens, batches)
+            return [[[seqs[i] for i in r] for r in b] for b in batches], padding, positions
         lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in seqs]
         if lc.micro_batch_tokens is None:
             k = lc.micro_batch_size
-            groups = [list(range(i, min(i + k, len(seqs)))) for i in range(0, len(seqs), k)]
+            flat = [list(range(i, min(i + k, len(seqs)))) for i in range(0, len(seqs), k)]
         else:
-            groups = pack_by_tokens(lengths, lc.micro_batch_tokens)
-        return [[seqs[i] for i in g] for g in groups], padding_share(lengths, groups)
+            flat = pack_by_tokens(lengths, lc.micro_batch_tokens)
+        padding, positions = padding_share(lengths, flat)
+        return [[[seqs[i]] for i in g] for g in flat], padding, positions
 
-    def _logprobs(self, seqs: list[TrainSequence]):
+    def _logprobs(self, runs: list[list[TrainSequence]]):
+        """Completion log-probs of a micro-batch, rows in run order."""
+        temp, chunk = self.cfg.rollout.temperature, self.cfg.learner.logprob_chunk_tokens
+        if self.shared_prompt:
+            with autocast(self.device, self.dtype):
+                return grouped_logprobs(
+                    self.model, [r[0].prompt_ids for r in runs],
+                    [[s.completion_ids for s in r] for r in runs], pad_id=self.pad_id,
+                    temperature=temp, chunk=chunk or 128)
+        seqs = [s for r in runs for s in r]
         full = [s.prompt_ids + s.completion_ids for s in seqs]
         ids, attn = pad_batch(full, self.pad_id, self.device)
         with autocast(self.device, self.dtype):
             return completion_logprobs(
                 self.model, ids, attn, [len(s.prompt_ids) for s in seqs],
-                [len(f) for f in full], temperature=self.cfg.rollout.temperature,
-                chunk=self.cfg.learner.logprob_chunk_tokens,
+                [len(f) for f in full], temperature=temp, chunk=chunk,
             )
 
     def train_step(self, batch: TrainBatch) -> LearnResult:
@@ -119,8 +149,9 @@ class Learner:
         tis = {"off_policy/is_weight_mean": 0.0, "off_policy/clipped_frac": 0.0}
         use_tis = alg.tis_cap is not None and all(s.sampler_logprobs for s in seqs)
         sampler_diff, sampler_n = 0.0, 0
-        micro_batches, padding = self._micro_batches(seqs)
-        for mb in micro_batches:
+        micro_batches, padding, positions = self._micro_batches(seqs)
+        for runs in micro_batches:
+            mb = [s for r in runs for s in r]
             mb_tokens = sum(len(s.completion_ids) for s in mb)
             # Micro-batch losses are weighted so their sum equals the loss of the whole batch
             # under the chosen aggregation (token share for token_mean, sequence share else).
@@ -128,8 +159,8 @@ class Learner:
             ref = None
             if alg.beta > 0:
                 with torch.no_grad(), self.model.disable_adapter():
-                    ref, _ = self._logprobs(mb)
-            logps, mask = self._logprobs(mb)
+                    ref, _ = self._logprobs(runs)
+            logps, mask = self._logprobs(runs)
             adv = torch.tensor([s.advantage for s in mb], dtype=logps.dtype, device=logps.device)
             weights = None
             if use_tis:
@@ -170,6 +201,8 @@ class Learner:
             **(tis if use_tis else {}),
             "perf/learner_tokens_per_s": n_tokens / max(t_learn, 1e-9),
             "perf/padding_share": padding,
+            # Decoder positions run, padding included: what the shared prompt pass saves.
+            "perf/learner_positions": float(positions),
             "optim/grad_norm": float(grad_norm),
             "optim/lr": self.optimizer.param_groups[0]["lr"],
             "learner/tokens": float(n_tokens),

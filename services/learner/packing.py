@@ -2,8 +2,10 @@
 
 Sequences are sorted longest first and cut into micro-batches whose padded size (rows x the
 longest row) stays within the budget, so a micro-batch of short completions carries many rows
-and one of long ones few, and padding is small. Pure functions: every sequence lands in exactly
-one micro-batch (tests/test_packing.py).
+and one of long ones few, and padding is small. For the shared-prompt pass (each group's
+prompt computed once, services/learner/shared_prompt.py) micro-batches are built from runs
+instead: one prompt and its group's completions back to back in one row. Pure functions: every
+sequence lands in exactly one micro-batch (tests/test_packing.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,75 @@ def pack_by_tokens(lengths: Sequence[int], budget: int, max_rows: int | None = N
     return groups
 
 
-def padding_share(lengths: Sequence[int], groups: list[list[int]]) -> float:
-    """Share of the padded micro-batch tokens that are padding."""
+def padding_share(lengths: Sequence[int], groups: list[list[int]]) -> tuple[float, int]:
+    """(share of the padded micro-batch tokens that are padding, padded tokens computed)."""
     padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
-    return 1.0 - sum(lengths) / padded if padded else 0.0
+    return (1.0 - sum(lengths) / padded if padded else 0.0), padded
+
+
+
+def group_by_prompt(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indices of sequences with identical prompts (a GRPO group), in order of first sight."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    return list(groups.values())
+
+
+Runs = list[list[int]]
+"""One micro-batch of the shared-prompt pass: runs of sequence indices sharing one prompt
+(each run costs one prompt pass)."""
+
+
+def pack_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int],
+                groups: list[list[int]], budget: int | None, max_rows: int | None = None
+                ) -> list[Runs]:
+    """Micro-batches for the shared-prompt pass, where a run (one prompt and some of its
+    group's completions) is one row, `prompt + c_1 + ... + c_k`. A micro-batch's padded size,
+    `runs x longest row`, stays within `budget` (None: no token limit) and its completions
+    within `max_rows`; a group too big for one micro-batch is split into runs (its prompt then
+    runs once per run). Longest first; every sequence lands in exactly one run."""
+    if budget is not None and budget < 1:
+        raise ValueError(f"budget must be positive, got {budget}")
+
+    def fits(runs: Runs) -> bool:
+        rows = [i for r in runs for i in r]
+        if max_rows is not None and len(rows) > max_rows:
+            return False
+        return budget is None or _padded(runs, prompt_lens, completion_lens) <= budget
+
+    # Split groups into runs that fit alone, longest completions first within a group.
+    runs: Runs = []
+    for g in groups:
+        run: list[int] = []
+        for i in sorted(g, key=lambda i: -completion_lens[i]):
+            if run and not fits([run + [i]]):
+                runs.append(run)
+                run = []
+            run.append(i)
+        runs.append(run)
+    # Then fill micro-batches with whole runs, longest first, so similar widths pack together.
+    runs.sort(key=lambda r: -_padded([r], prompt_lens, completion_lens))
+    batches: list[Runs] = []
+    for r in runs:
+        if batches and fits(batches[-1] + [r]):
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    return batches
+
+
+def _padded(runs: Runs, prompt_lens: Sequence[int], completion_lens: Sequence[int]) -> int:
+    # A run is one row, its prompt followed by its completions back to back.
+    return len(runs) * max(prompt_lens[r[0]] + sum(completion_lens[i] for i in r)
+                           for r in runs)
+
+
+def grouped_padding_share(prompt_lens: Sequence[int], completion_lens: Sequence[int],
+                          batches: list[Runs]) -> tuple[float, int]:
+    """(share of the computed positions that are padding, positions computed) for micro-batches
+    from `pack_groups`."""
+    real = sum(prompt_lens[r[0]] + sum(completion_lens[i] for i in r) for b in batches
+               for r in b)
+    padded = sum(_padded(b, prompt_lens, completion_lens) for b in batches)
+    return (1.0 - real / padded if padded else 0.0), padded
