@@ -33,6 +33,7 @@ VARIANTS = {
     "per-seq mb16": {"shared_prompt": False, "micro_batch_size": 16},
     "per-seq 2048 tok": {"shared_prompt": False, "micro_batch_tokens": 2048},
     "shared mb8": {"shared_prompt": True, "micro_batch_size": 8},
+    "shared mb4": {"shared_prompt": True, "micro_batch_size": 4},
     "shared 2048 tok": {"shared_prompt": True, "micro_batch_tokens": 2048},
     "shared 4096 tok": {"shared_prompt": True, "micro_batch_tokens": 4096},
     "shared 1024 tok": {"shared_prompt": True, "micro_batch_tokens": 1024},
