@@ -17,8 +17,12 @@ from services.rewards import GraderPool, score_math
 
 FILES = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl",
          "aime24": "aime24/test.jsonl", "amc23": "amc23/test.jsonl"}
+# CI has ../shared beside the checkout; a clone elsewhere skips what reads it.
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                  reason=f"shared data folder {SHARED_DATA} is absent")
 
 
+@needs_shared
 def test_named_benchmarks_load_their_public_files():
     sets = {name: load_benchmark(name, SHARED_DATA / rel) for name, rel in FILES.items()}
     assert {k: len(v) for k, v in sets.items()} == {"gsm8k": 1319, "math500": 500,
@@ -31,6 +35,7 @@ def test_named_benchmarks_load_their_public_files():
     assert len(load_benchmark("math500", SHARED_DATA / FILES["math500"], limit=7)) == 7
 
 
+@needs_shared
 def test_every_gold_answer_is_graded_equal_to_itself():
     """Each benchmark's answers parse in the reward's grader: a boxed gold scores correct."""
     probs = [p for name, rel in FILES.items()
