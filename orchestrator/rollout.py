@@ -6,7 +6,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from orchestrator.groups import informative_groups, request_seed
+from orchestrator.groups import informative_groups, is_informative, request_seed
 from services.config import DataConfig, EvalConfig, RewardConfig, RunConfig
 from services.data import (
     Problem,
@@ -110,8 +110,6 @@ class Rollout:
     Every list is over the sampled groups in sampling order; `kept` says which of them train
     (all of them unless dynamic sampling dropped some)."""
 
-    step: int
-    """The step that trains on it."""
     version: int
     """Policy version that sampled it (the step's own version on-policy, one less when it
     was sampled ahead while the learner trained the previous step)."""
@@ -143,7 +141,7 @@ class RolloutCollector:
         ro = self.cfg.rollout
         want = ro.prompts_per_step
         max_rounds = ro.max_sampling_rounds if ro.dynamic_sampling else 1
-        out = Rollout(step=step, version=version)
+        out = Rollout(version=version)
         while True:
             # The first round draws a full step; later rounds only the groups still missing.
             idx = sampler.next_batch(want - len(out.kept))
@@ -181,7 +179,7 @@ def rollout_metrics(roll: Rollout, n_masked: int) -> dict[str, float]:
     comps = [c for g in roll.groups for c in g]
     lens = [len(c.token_ids) for c in comps]
     n_groups = len(roll.groups)
-    n_zero_var = sum(1 for row in roll.scored.rewards if min(row) == max(row))
+    n_zero_var = sum(1 for row in roll.scored.rewards if not is_informative(row))
     kept_comps = sum(len(roll.groups[i]) for i in roll.kept)
     return {
         "reward/mean": statistics.fmean(flat),

@@ -26,6 +26,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+def lora_policy(model_dir: Path, target_modules: list[str]):
+    """The tiny model (fp32) with a LoRA adapter whose B matrices are non-zero, so that
+    gradients of different computations are not trivially equal."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=target_modules))
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return peft
+
+
 def set_dotted(data: dict, **changes) -> dict:
     """Set nested keys given as `section__field=value` (in place); returns `data`."""
     for dotted, value in changes.items():

@@ -14,13 +14,18 @@ from services.learner.grpo import group_advantages
 pytestmark = pytest.mark.slow
 
 
-def steps(handle, n):
-    """Per step: (metrics, rollout, batch sent to the learner or None)."""
-    out = []
-    for _ in range(n):
-        m = handle.loop.step()
-        out.append((m, handle.loop.last_rollout, handle.loop.last_batch))
-    return out
+def run_steps(stack, cfg, path, n):
+    """Prepare a run, take `n` steps, close it. Per step: (metrics, rollout, batch sent to
+    the learner or None), and the loop's step count at the end."""
+    handle = prepare_run(stack, cfg, path)
+    try:
+        out = []
+        for _ in range(n):
+            m = handle.loop.step()
+            out.append((m, handle.loop.last_rollout, handle.loop.last_batch))
+        return out, handle.loop.state.step
+    finally:
+        handle.close()
 
 
 def test_dynamic_sampling_never_trains_on_a_zero_variance_group(stack, tiny_model_dir,
@@ -32,11 +37,7 @@ def test_dynamic_sampling_never_trains_on_a_zero_variance_group(stack, tiny_mode
                       rollout__dynamic_sampling=True, rollout__max_sampling_rounds=4,
                       rollout__group_size=g, rollout__prompts_per_step=ppp,
                       rollout__max_new_tokens=1)
-    handle = prepare_run(stack, cfg, tmp_path / "run")
-    try:
-        rows = steps(handle, 3)
-    finally:
-        handle.close()
+    rows, _ = run_steps(stack, cfg, tmp_path / "run", 3)
 
     dropped = 0
     for m, roll, batch in rows:
@@ -63,11 +64,7 @@ def test_mask_truncated_sends_no_length_cut_completion(stack, tiny_model_dir, tm
     # cut: a few finished ones per step reach the learner, with advantages from whole groups.
     cfg = tiny_config(tiny_model_dir, name="masktrunc", schedule__steps=3,
                       rollout__mask_truncated=True)
-    handle = prepare_run(stack, cfg, tmp_path / "run")
-    try:
-        rows = steps(handle, 3)
-    finally:
-        handle.close()
+    rows, _ = run_steps(stack, cfg, tmp_path / "run", 3)
     trained = 0
     for m, roll, batch in rows:
         adv = group_advantages(torch.tensor(roll.scored.rewards, dtype=torch.float64))
@@ -86,12 +83,8 @@ def test_mask_truncated_sends_no_length_cut_completion(stack, tiny_model_dir, tm
     cfg = tiny_config(tiny_model_dir, name="maskall", schedule__steps=2,
                       rollout__mask_truncated=True, rollout__max_new_tokens=2,
                       rollout__prompts_per_step=2, rollout__group_size=2)
-    handle = prepare_run(stack, cfg, tmp_path / "all")
-    try:
-        rows = steps(handle, 2)
-        assert handle.loop.state.step == 2
-    finally:
-        handle.close()
+    rows, done = run_steps(stack, cfg, tmp_path / "all", 2)
+    assert done == 2
     for m, _, batch in rows:
         assert batch is None and m["learner/skipped"] == 1.0
         assert m["rollout/masked_truncated_frac"] == 1.0

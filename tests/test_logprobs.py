@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import lora_policy
 
 from services.learner.logprobs import completion_logprobs, completion_logprobs_naive
 from services.learner.model import pad_batch
@@ -12,18 +13,7 @@ from services.learner.model import pad_batch
 
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=[
-        "q_proj", "v_proj", "down_proj"]))
-    with torch.no_grad():  # a non-zero adapter, so its gradients are not trivially equal
-        for n, p in peft.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return peft
+    return lora_policy(tiny_model_dir, ["q_proj", "v_proj", "down_proj"])
 
 
 def _batch():

@@ -64,11 +64,6 @@ def _value(entry: tuple[torch.Tensor, object]) -> torch.Tensor:
         return (w + delta).to(w.dtype)
 
 
-def merged_state_dict(peft_model) -> dict[str, torch.Tensor]:
-    """Base weights with every LoRA delta added, under the base model's own key names."""
-    return {k: _value(e) for k, e in _merged_tensors(peft_model).items()}
-
-
 _ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 

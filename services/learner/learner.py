@@ -77,17 +77,13 @@ class Learner:
         return AdapterRef(version=self.version, path=str(path.resolve()), kind="lora")
 
     # ------------------------------------------------------------------ training
-    @property
-    def shared_prompt(self) -> bool:
-        return self.cfg.learner.shared_prompt
-
     def _micro_batches(self, seqs: list[TrainSequence]
                        ) -> tuple[list[list[list[TrainSequence]]], float, int]:
         """Micro-batches as runs of sequences (a run shares one prompt pass in the
         shared-prompt mode; one sequence each otherwise), the share of computed positions that
         is padding, and the positions computed."""
         lc = self.cfg.learner
-        if self.shared_prompt:
+        if lc.shared_prompt:
             p_lens = [len(s.prompt_ids) for s in seqs]
             c_lens = [len(s.completion_ids) for s in seqs]
             groups = group_by_prompt([s.prompt_ids for s in seqs])
@@ -107,7 +103,7 @@ class Learner:
     def _logprobs(self, runs: list[list[TrainSequence]]):
         """Completion log-probs of a micro-batch, rows in run order."""
         temp, chunk = self.cfg.rollout.temperature, self.cfg.learner.logprob_chunk_tokens
-        if self.shared_prompt:
+        if self.cfg.learner.shared_prompt:
             with autocast(self.device, self.dtype):
                 return grouped_logprobs(
                     self.model, [r[0].prompt_ids for r in runs],

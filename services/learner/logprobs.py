@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
-def _split(model):
+def split_model(model):
     """(decoder, lm_head) of a causal LM, a peft wrapper around one included. LoRA layers
     are injected in place, so calling the inner decoder still applies (or, inside
     `disable_adapter()`, skips) the adapter."""
@@ -67,7 +67,7 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     if chunk == 0:
         return completion_logprobs_naive(model, input_ids, attention_mask, prompt_lens,
                                          total_lens, temperature=temperature)
-    decoder, head = _split(model)
+    decoder, head = split_model(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     rows, pos, cols = completion_positions(prompt_lens, total_lens, input_ids.device)
     flat = token_logprobs(hidden[rows, pos], input_ids[rows, pos + 1], head,

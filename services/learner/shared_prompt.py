@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from services.learner.logprobs import _split, token_logprobs
+from services.learner.logprobs import split_model, token_logprobs
 
 
 def _layout(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[Sequence[int]]],
@@ -79,7 +79,7 @@ def grouped_logprobs(model, prompts: Sequence[Sequence[int]],
         raise ValueError("one completion list per prompt")
     if any(len(p) == 0 for p in prompts) or any(len(c) == 0 for g in completions for c in g):
         raise ValueError("prompts and completions must be non-empty")
-    decoder, head = _split(model)
+    decoder, head = split_model(model)
     device = next(model.parameters()).device
     ids, pos, seg, pred = _layout(prompts, completions, pad_id)
     as_t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
