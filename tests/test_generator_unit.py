@@ -20,6 +20,7 @@ def test_lora_mode_flags_on_cpu():
     assert "VLLM_CPU_KVCACHE_SPACE" not in env  # default: the planned KV, as bytes
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert "VLLM_SERVER_DEV_MODE" not in env
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # no separate worker process
 
 
 def test_cuda_and_merged_flags():
@@ -34,6 +35,7 @@ def test_cuda_and_merged_flags():
     assert args[args.index("--served-model-name") + 1] == "pol"
     env = server_env(cfg.generator, device="cuda")
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env
 
 
 def test_failed_start_quotes_log_tail(tmp_path):

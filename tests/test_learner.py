@@ -110,3 +110,45 @@ def test_memory_cap_message_names_the_component():
     msg = cap.explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nTRACE"))
     assert "learner.activations" in msg and "learner.micro_batch_size" in msg
     assert "3.00 GiB" in msg and "Tried to allocate 2.00 GiB" in msg and "TRACE" not in msg
+
+
+def test_bf16_cpu_learner_runs_its_matmuls_in_bf16(tiny_model_dir, tmp_path):
+    """`model.dtype = "bfloat16"` on a CPU: bf16 base weights, fp32 LoRA weights, and the
+    projections, LoRA's included, computed in bf16 under CPU autocast (the speed-up; an fp32
+    learner computes them in fp32). Its log-probs stay within bf16 rounding of the fp32
+    learner's, and it trains."""
+    import torch
+
+    seen: dict[str, set] = {}
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            seen.setdefault(name, set()).add(output.dtype)
+        return hook
+
+    logps = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = tiny_config(tiny_model_dir, model__dtype=dtype, learner__device="cpu")
+        learner = Learner(cfg, model_path=str(tiny_model_dir), run_dir=str(tmp_path / dtype))
+        base = learner.model.get_base_model()
+        lora = [p for n, p in learner.model.named_parameters() if "lora_" in n]
+        assert lora and all(p.dtype == torch.float32 for p in lora)
+        q_proj = base.model.layers[0].self_attn.q_proj
+        proj = q_proj.base_layer
+        proj.register_forward_hook(record(dtype))
+        q_proj.lora_A["default"].register_forward_hook(record(dtype + " lora"))
+        seqs = _batch().sequences
+        runs, _, _ = learner._micro_batches(seqs)
+        with torch.no_grad():
+            lp, mask = learner._logprobs(runs[0])
+        logps[dtype] = (lp.float(), mask)
+        if dtype == "bfloat16":
+            assert proj.weight.dtype == torch.bfloat16
+            res = learner.train_step(_batch())
+            assert res.metrics["optim/grad_norm"] > 0
+            assert all(p.grad is None for p in lora)  # zeroed after the step
+    assert seen == {"float32": {torch.float32}, "float32 lora": {torch.float32},
+                    "bfloat16": {torch.bfloat16}, "bfloat16 lora": {torch.bfloat16}}
+    (a, mask), (b, _) = logps["float32"], logps["bfloat16"]
+    diff = (a - b).abs()[mask.bool()]
+    assert diff.max() < 0.1 and diff.mean() < 0.03

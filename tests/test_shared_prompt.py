@@ -108,3 +108,25 @@ def test_eager_attention_takes_the_same_mask(policy):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     for n in ref_g:
         torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_rows_padded_to_a_width_multiple_change_nothing(policy):
+    """The learner pads rows to a multiple of its width (few shapes for oneDNN's cache): the
+    padding is masked and never scored, so values and gradients are those of the unpadded
+    pass, and the decoder really sees the padded width."""
+    prompts, completions = _groups()
+    ref, ref_mask, ref_g = _shared(policy, prompts, completions, temperature=1.0)
+    seen = []
+    hook = policy.get_base_model().model.embed_tokens.register_forward_hook(
+        lambda _m, args, _o: seen.append(args[0].shape[1]))
+    try:
+        got, mask, g = _shared(policy, prompts, completions, temperature=1.0, width_multiple=16)
+    finally:
+        hook.remove()
+    widest = max(len(p) + sum(len(c) for c in grp)
+                 for p, grp in zip(prompts, completions, strict=True))
+    assert seen == [-(-widest // 16) * 16] and seen[0] > widest
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    for n in ref_g:
+        torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)

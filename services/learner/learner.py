@@ -16,6 +16,7 @@ import torch
 
 from services.config import RunConfig
 from services.learner import checkpoint, export
+from services.learner.cpu_memory import ROW_MULTIPLE, bound_onednn_cache, release_free_heap
 from services.learner.grpo import policy_loss, tis_weights
 from services.learner.logprobs import completion_logprobs
 from services.learner.memcap import MemoryCap
@@ -53,6 +54,8 @@ class Learner:
         random.seed(seed)
         torch.manual_seed(seed)
         self.device = pick_device(cfg.learner)
+        if self.device == "cpu":
+            bound_onednn_cache()
         self.dtype = torch_dtype(cfg.model, self.device)
         # Cap before loading, so even the load cannot take the generator's share.
         self.memcap = MemoryCap.from_plan(cfg, model_path) if self.device == "cuda" else None
@@ -108,7 +111,7 @@ class Learner:
                 return grouped_logprobs(
                     self.model, [r[0].prompt_ids for r in runs],
                     [[s.completion_ids for s in r] for r in runs], pad_id=self.pad_id,
-                    temperature=temp, chunk=chunk or 128)
+                    temperature=temp, chunk=chunk or 128, width_multiple=ROW_MULTIPLE)
         seqs = [s for r in runs for s in r]
         full = [s.prompt_ids + s.completion_ids for s in seqs]
         ids, attn = pad_batch(full, self.pad_id, self.device)
@@ -121,7 +124,11 @@ class Learner:
     def train_step(self, batch: TrainBatch) -> LearnResult:
         """One optimizer step over the whole batch (gradients accumulated over micro-batches)."""
         if self.memcap is None:
-            return self._train_step(batch)
+            try:
+                return self._train_step(batch)
+            finally:
+                if self.device == "cpu":
+                    release_free_heap()  # freed activations back to the OS, not our heap
         try:
             return self._train_step(batch)
         except torch.OutOfMemoryError as e:

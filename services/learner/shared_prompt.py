@@ -26,7 +26,7 @@ from services.learner.logprobs import split_model, token_logprobs
 
 
 def _layout(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[Sequence[int]]],
-            pad_id: int):
+            pad_id: int, width_multiple: int = 1):
     """Token ids, positions, segment ids (0 prompt, k completion k, -1 padding), and for every
     completion token its (row, predictor column, target column, output row, output column)."""
     rows_ids, rows_pos, rows_seg = [], [], []
@@ -50,7 +50,7 @@ def _layout(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[Seq
         rows_ids.append(ids)
         rows_pos.append(pos)
         rows_seg.append(seg)
-    width = max(len(x) for x in rows_ids)
+    width = -(-max(len(x) for x in rows_ids) // width_multiple) * width_multiple
     pad = lambda rows, v: [x + [v] * (width - len(x)) for x in rows]  # noqa: E731
     return pad(rows_ids, pad_id), pad(rows_pos, 0), pad(rows_seg, -1), pred
 
@@ -70,18 +70,20 @@ def block_mask(segments: torch.Tensor) -> torch.Tensor:
 
 def grouped_logprobs(model, prompts: Sequence[Sequence[int]],
                      completions: Sequence[Sequence[Sequence[int]]], *, pad_id: int,
-                     temperature: float, chunk: int = 128
+                     temperature: float, chunk: int = 128, width_multiple: int = 1
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of `completions[g][k]` (completion k of group g, prompt `prompts[g]`), rows in
     group order: `(logprobs [B, T], mask [B, T])`, B = all completions, T = the longest, fp32,
-    logits divided by `temperature`. Every prompt and completion needs at least one token."""
+    logits divided by `temperature`. Every prompt and completion needs at least one token.
+    `width_multiple`: rows are padded to a multiple of it, so that the decoder sees a few
+    shapes only (see `Learner`)."""
     if len(prompts) != len(completions):
         raise ValueError("one completion list per prompt")
     if any(len(p) == 0 for p in prompts) or any(len(c) == 0 for g in completions for c in g):
         raise ValueError("prompts and completions must be non-empty")
     decoder, head = split_model(model)
     device = next(model.parameters()).device
-    ids, pos, seg, pred = _layout(prompts, completions, pad_id)
+    ids, pos, seg, pred = _layout(prompts, completions, pad_id, width_multiple)
     as_t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     ids, pos, seg = as_t(ids), as_t(pos), as_t(seg)
     mask4d = block_mask(seg)
