@@ -59,6 +59,12 @@ def test_groups_packed_by_runs():
     share, positions = grouped_padding_share(p_lens, c_lens, whole)
     assert positions == 3 * (3 + 46)  # rows of 49, 27 and 8 tokens, padded to 49
     assert share == pytest.approx(1 - (3 + 10 + 2 + sum(c_lens)) / positions)
+    # Rows padded to a multiple of 16, as the learner runs them: 49 -> 64 positions a row.
+    share16, positions16 = grouped_padding_share(p_lens, c_lens, whole, 16)
+    assert positions16 == 3 * 64 and share16 == pytest.approx(1 - (positions * (1 - share)) / 192)
+    for b in pack_groups(p_lens, c_lens, groups, 64, width_multiple=16):
+        assert len(b) * 16 * -(-max(p_lens[r[0]] + sum(c_lens[i] for i in r) for r in b) // 16) \
+            <= 64 or sum(len(r) for r in b) == 1
 
 
 def _batch(grouped: bool = False) -> TrainBatch:

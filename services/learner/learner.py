@@ -57,6 +57,10 @@ class Learner:
         if self.device == "cpu":
             bound_onednn_cache()
         self.dtype = torch_dtype(cfg.model, self.device)
+        # oneDNN's bf16 primitives hold reordered weights per matmul shape: few row widths keep
+        # that cache small (cpu_memory.py). fp32 stayed flat without it, and CUDA is unmeasured.
+        bf16_cpu = self.device == "cpu" and self.dtype == torch.bfloat16
+        self.row_multiple = ROW_MULTIPLE if bf16_cpu else 1
         # Cap before loading, so even the load cannot take the generator's share.
         self.memcap = MemoryCap.from_plan(cfg, model_path) if self.device == "cuda" else None
         self.model = load_policy(model_path, cfg.model, cfg.lora, cfg.learner, self.device)
@@ -91,8 +95,10 @@ class Learner:
             c_lens = [len(s.completion_ids) for s in seqs]
             groups = group_by_prompt([s.prompt_ids for s in seqs])
             max_rows = lc.micro_batch_size if lc.micro_batch_tokens is None else None
-            batches = pack_groups(p_lens, c_lens, groups, lc.micro_batch_tokens, max_rows)
-            padding, positions = grouped_padding_share(p_lens, c_lens, batches)
+            batches = pack_groups(p_lens, c_lens, groups, lc.micro_batch_tokens, max_rows,
+                                  width_multiple=self.row_multiple)
+            padding, positions = grouped_padding_share(p_lens, c_lens, batches,
+                                                       self.row_multiple)
             return [[[seqs[i] for i in r] for r in b] for b in batches], padding, positions
         lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in seqs]
         if lc.micro_batch_tokens is None:
@@ -111,7 +117,7 @@ class Learner:
                 return grouped_logprobs(
                     self.model, [r[0].prompt_ids for r in runs],
                     [[s.completion_ids for s in r] for r in runs], pad_id=self.pad_id,
-                    temperature=temp, chunk=chunk or 128, width_multiple=ROW_MULTIPLE)
+                    temperature=temp, chunk=chunk or 128, width_multiple=self.row_multiple)
         seqs = [s for r in runs for s in r]
         full = [s.prompt_ids + s.completion_ids for s in seqs]
         ids, attn = pad_batch(full, self.pad_id, self.device)

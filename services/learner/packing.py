@@ -53,13 +53,14 @@ Runs = list[list[int]]
 
 
 def pack_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int],
-                groups: list[list[int]], budget: int | None, max_rows: int | None = None
-                ) -> list[Runs]:
+                groups: list[list[int]], budget: int | None, max_rows: int | None = None,
+                width_multiple: int = 1) -> list[Runs]:
     """Micro-batches for the shared-prompt pass, where a run (one prompt and some of its
     group's completions) is one row, `prompt + c_1 + ... + c_k`. A micro-batch's padded size,
     `runs x longest row`, stays within `budget` (None: no token limit) and its completions
     within `max_rows`; a group too big for one micro-batch is split into runs (its prompt then
-    runs once per run). Longest first; every sequence lands in exactly one run."""
+    runs once per run). Longest first; every sequence lands in exactly one run. Rows are
+    counted padded to a multiple of `width_multiple`, as the shared-prompt pass runs them."""
     if budget is not None and budget < 1:
         raise ValueError(f"budget must be positive, got {budget}")
 
@@ -67,7 +68,8 @@ def pack_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int],
         rows = [i for r in runs for i in r]
         if max_rows is not None and len(rows) > max_rows:
             return False
-        return budget is None or _padded(runs, prompt_lens, completion_lens) <= budget
+        return budget is None or _padded(runs, prompt_lens, completion_lens,
+                                         width_multiple) <= budget
 
     # Split groups into runs that fit alone, longest completions first within a group.
     runs: Runs = []
@@ -90,17 +92,18 @@ def pack_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int],
     return batches
 
 
-def _padded(runs: Runs, prompt_lens: Sequence[int], completion_lens: Sequence[int]) -> int:
+def _padded(runs: Runs, prompt_lens: Sequence[int], completion_lens: Sequence[int],
+            width_multiple: int = 1) -> int:
     # A run is one row, its prompt followed by its completions back to back.
-    return len(runs) * max(prompt_lens[r[0]] + sum(completion_lens[i] for i in r)
-                           for r in runs)
+    width = max(prompt_lens[r[0]] + sum(completion_lens[i] for i in r) for r in runs)
+    return len(runs) * (-(-width // width_multiple) * width_multiple)
 
 
 def grouped_padding_share(prompt_lens: Sequence[int], completion_lens: Sequence[int],
-                          batches: list[Runs]) -> tuple[float, int]:
+                          batches: list[Runs], width_multiple: int = 1) -> tuple[float, int]:
     """(share of the computed positions that are padding, positions computed) for micro-batches
-    from `pack_groups`."""
+    from `pack_groups`, rows padded to a multiple of `width_multiple`."""
     real = sum(prompt_lens[r[0]] + sum(completion_lens[i] for i in r) for b in batches
                for r in b)
-    padded = sum(_padded(b, prompt_lens, completion_lens) for b in batches)
+    padded = sum(_padded(b, prompt_lens, completion_lens, width_multiple) for b in batches)
     return (1.0 - real / padded if padded else 0.0), padded
