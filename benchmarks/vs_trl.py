@@ -67,7 +67,11 @@ def bench_config(model: Path, steps: int, work: Path, micro_batch_tokens: int | 
 
     d = load_config(DEMO_CONFIG).model_dump()
     d["name"] = RUN_NAME
-    d["model"].update(name_or_path=str(model), dtype=dtype or d["model"]["dtype"])
+    from services.dtypes import resolve_dtype
+
+    # A concrete name: TRL's side loads the weights in it and keeps bf16=True only for bf16.
+    d["model"].update(name_or_path=str(model),
+                      dtype=resolve_dtype(dtype or d["model"]["dtype"], "cpu"))
     d["lora"].update(rank=16, alpha=32, dropout=0.0, target_modules=list(ALL_LINEAR))
     d["rollout"].update(prompts_per_step=8, group_size=8, max_new_tokens=64, temperature=1.0,
                         top_p=1.0)

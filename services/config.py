@@ -35,7 +35,8 @@ class ModelConfig(Section):
     name_or_path: str = Field("Qwen/Qwen2.5-Math-1.5B", min_length=1)
     """Hugging Face model id (downloaded to the HF cache) or a local model directory."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights dtype for learner and generator; `auto` is float32 on a CPU, bfloat16 on CUDA."""
+    """Weights dtype for learner and generator; `auto` is bfloat16 on CUDA and on a CPU with
+    bf16 instructions (AVX512-BF16 or AMX), float32 on other CPUs (`services/dtypes.py`)."""
     max_model_len: int = Field(2048, ge=64, le=131072)
     """Longest prompt + completion, in tokens, the generator accepts."""
 

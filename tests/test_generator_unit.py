@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.config import RunConfig
+from services.dtypes import resolve_dtype
 from services.generator.launcher import GeneratorError, VLLMServer, server_args, server_env
 
 
@@ -13,7 +14,8 @@ def test_lora_mode_flags_on_cpu():
     args = server_args(cfg, model_path="m", device="cpu")
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert "--enable-lora" in args and args[args.index("--max-lora-rank") + 1] == "8"
-    assert args[args.index("--dtype") + 1] == "float32"
+    # `auto`: the machine's rule (tests/test_dtypes.py), the same one the learner uses.
+    assert args[args.index("--dtype") + 1] == resolve_dtype("auto", "cpu")
     assert "--gpu-memory-utilization" not in args
     env = server_env(cfg.generator, device="cpu", cpu_count=2)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"

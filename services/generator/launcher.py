@@ -21,16 +21,11 @@ from pathlib import Path
 import httpx
 
 from services.config import GeneratorConfig, RunConfig
+from services.dtypes import resolve_dtype
 
 
 class GeneratorError(RuntimeError):
     """The generator could not start or answer; the message quotes its log tail."""
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device == "cuda" else "float32"
 
 
 def _planned_kv_bytes(cfg: RunConfig, model_path: str) -> int | None:
@@ -39,7 +34,7 @@ def _planned_kv_bytes(cfg: RunConfig, model_path: str) -> int | None:
     from services.memory import plan as mplan
 
     try:
-        return mplan.kv_cache_bytes(load_shape(model_path), cfg)
+        return mplan.kv_cache_bytes(load_shape(model_path), cfg, cuda=False)
     except FileNotFoundError:
         return None
 

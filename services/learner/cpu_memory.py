@@ -5,9 +5,10 @@ flat in fp32; benchmarks/learner_speed.py batches):
 - oneDNN caches one primitive per matmul shape (1,024 by default), and with bf16 weights a
   primitive holds reordered weight buffers. Every step brings new sequence lengths, so the
   cache filled with shapes never seen again. A bf16 CPU learner pads shared-prompt rows to a
-  multiple of `ROW_MULTIPLE` (a handful of shapes; padding is masked, never scored, and
-  counted in `perf/padding_share`) and the cache is capped at `ONEDNN_CACHE_CAPACITY`: 0.93 GB retained and 1.99 GB peak, flat over 8 steps, at
-  the same step time (a cache of 8 re-created primitives every call: 40% slower).
+  multiple of `ROW_MULTIPLE` (a handful of shapes; padding is masked, never scored, and counted
+  in `perf/padding_share`) and the cache is capped at `ONEDNN_CACHE_CAPACITY`: 0.93 GB retained
+  and 1.99 GB peak, flat over 8 steps, at the same step time (a cache of 8 re-created
+  primitives every call: 40% slower).
 - glibc keeps freed activation memory in its heap: `release_free_heap` after each step hands
   ~0.7-1 GB back while the generator runs.
 """

@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from services.config import LearnerConfig, LoraConfig, ModelConfig
+from services.dtypes import resolve_dtype
 
 
 def pick_device(cfg: LearnerConfig) -> str:
@@ -16,8 +17,7 @@ def pick_device(cfg: LearnerConfig) -> str:
 
 
 def torch_dtype(model: ModelConfig, device: str) -> torch.dtype:
-    name = model.dtype if model.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    return getattr(torch, name)
+    return getattr(torch, resolve_dtype(model.dtype, device))
 
 
 def _prepare_kbit(model, gradient_checkpointing: bool) -> None:

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from services.config import RunConfig
+from services.dtypes import resolve_dtype
 from services.memory.shape import DTYPE_BYTES, ModelShape
 
 GiB = 1 << 30
@@ -100,8 +101,8 @@ class MemoryPlan:
         return out
 
 
-def _dtype_bytes(name: str) -> int:
-    return DTYPE_BYTES["bfloat16" if name == "auto" else name]
+def _dtype_bytes(name: str, cuda: bool = True) -> int:
+    return DTYPE_BYTES[resolve_dtype(name, "cuda" if cuda else "cpu")]
 
 
 def _ceil_block(tokens: int) -> int:
@@ -129,8 +130,8 @@ def step_kv_tokens(cfg: RunConfig) -> int:
     return max(ro.prompts_per_step * per_prompt, _ceil_block(cfg.model.max_model_len))
 
 
-def kv_cache_bytes(shape: ModelShape, cfg: RunConfig) -> int:
-    return step_kv_tokens(cfg) * shape.kv_bytes_per_token(_dtype_bytes(cfg.model.dtype))
+def kv_cache_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
+    return step_kv_tokens(cfg) * shape.kv_bytes_per_token(_dtype_bytes(cfg.model.dtype, cuda))
 
 
 def _forward_token_bytes(shape: ModelShape, dtype_bytes: int) -> int:
@@ -147,7 +148,7 @@ def graph_sizes(n_seqs: int) -> list[int]:
 
 
 def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> Side:
-    gen, db = cfg.generator, _dtype_bytes(cfg.model.dtype)
+    gen, db = cfg.generator, _dtype_bytes(cfg.model.dtype, cuda)
     n_seqs = max_num_seqs(cfg)
     fwd = _forward_token_bytes(shape, db)
     c: dict[str, int] = {"context": GENERATOR_CONTEXT if cuda else 0,
@@ -162,17 +163,14 @@ def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> S
     if not gen.enforce_eager and cuda:
         sizes = graph_sizes(n_seqs)
         c["cuda_graphs"] = GRAPH_BASE + len(sizes) * GRAPH_PER_SIZE + max(sizes) * fwd
-    c["kv_cache"] = kv_cache_bytes(shape, cfg)
+    c["kv_cache"] = kv_cache_bytes(shape, cfg, cuda=cuda)
     return Side(c)
 
 
 # ------------------------------------------------------------------------------ learner
 def learner_dtype_bytes(cfg: RunConfig, *, cuda: bool = True) -> int:
     """Compute/storage dtype of the learner's unquantized weights and activations."""
-    name = cfg.model.dtype
-    if name == "auto":
-        name = "bfloat16" if cuda else "float32"
-    return DTYPE_BYTES[name]
+    return _dtype_bytes(cfg.model.dtype, cuda)
 
 
 def micro_batch_tokens(cfg: RunConfig) -> tuple[int, int]:
