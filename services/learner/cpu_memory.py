@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from functools import cache
 
 ROW_MULTIPLE = 64
 ONEDNN_CACHE_CAPACITY = 128
@@ -29,11 +30,19 @@ def bound_onednn_cache() -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
 
 
-def release_free_heap() -> None:
-    """Return the heap's free pages to the OS (glibc `malloc_trim`; a no-op elsewhere)."""
+@cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, looked up once (None off Linux, or on musl and other libcs)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # musl or another libc: nothing to trim
-        pass
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> None:
+    """Return the heap's free pages to the OS (a no-op where there is no `malloc_trim`)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -129,21 +129,20 @@ class Learner:
 
     def train_step(self, batch: TrainBatch) -> LearnResult:
         """One optimizer step over the whole batch (gradients accumulated over micro-batches)."""
-        if self.memcap is None:
-            try:
-                return self._train_step(batch)
-            finally:
-                if self.device == "cpu":
-                    release_free_heap()  # freed activations back to the OS, not our heap
         try:
             return self._train_step(batch)
         except torch.OutOfMemoryError as e:
+            if self.memcap is None:
+                raise
             self.optimizer.zero_grad(set_to_none=True)
             raise RuntimeError(self.memcap.explain(e)) from None
         finally:
-            # Hand activation memory back to the driver between steps: the generator (waking
-            # from sleep, or another process) must find the card as the plan left it.
-            torch.cuda.empty_cache()
+            if self.memcap is not None:
+                # Hand activation memory back to the driver between steps: the generator
+                # (waking from sleep, or another process) must find the card as the plan left it.
+                torch.cuda.empty_cache()
+            elif self.device == "cpu":
+                release_free_heap()  # freed activations back to the OS, not our heap
 
     def _train_step(self, batch: TrainBatch) -> LearnResult:
         t0 = time.perf_counter()

@@ -92,11 +92,16 @@ def pack_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int],
     return batches
 
 
+def padded_width(width: int, multiple: int) -> int:
+    """`width` rounded up to a multiple of `multiple` (the shared-prompt pass's row width)."""
+    return -(-width // multiple) * multiple
+
+
 def _padded(runs: Runs, prompt_lens: Sequence[int], completion_lens: Sequence[int],
             width_multiple: int = 1) -> int:
     # A run is one row, its prompt followed by its completions back to back.
     width = max(prompt_lens[r[0]] + sum(completion_lens[i] for i in r) for r in runs)
-    return len(runs) * (-(-width // width_multiple) * width_multiple)
+    return len(runs) * padded_width(width, width_multiple)
 
 
 def grouped_padding_share(prompt_lens: Sequence[int], completion_lens: Sequence[int],

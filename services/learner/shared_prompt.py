@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from services.learner.logprobs import split_model, token_logprobs
+from services.learner.packing import padded_width
 
 
 def _layout(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[Sequence[int]]],
@@ -50,7 +51,7 @@ def _layout(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[Seq
         rows_ids.append(ids)
         rows_pos.append(pos)
         rows_seg.append(seg)
-    width = -(-max(len(x) for x in rows_ids) // width_multiple) * width_multiple
+    width = padded_width(max(len(x) for x in rows_ids), width_multiple)
     pad = lambda rows, v: [x + [v] * (width - len(x)) for x in rows]  # noqa: E731
     return pad(rows_ids, pad_id), pad(rows_pos, 0), pad(rows_seg, -1), pred
 

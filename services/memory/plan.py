@@ -168,11 +168,6 @@ def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> S
 
 
 # ------------------------------------------------------------------------------ learner
-def learner_dtype_bytes(cfg: RunConfig, *, cuda: bool = True) -> int:
-    """Compute/storage dtype of the learner's unquantized weights and activations."""
-    return _dtype_bytes(cfg.model.dtype, cuda)
-
-
 def micro_batch_tokens(cfg: RunConfig) -> tuple[int, int]:
     """(sequence tokens, completion tokens) of one micro-batch at the longest lengths. With a
     token budget, a micro-batch holds at most that many padded tokens (or one longest
@@ -193,7 +188,7 @@ def _train_token_bytes(shape: ModelShape, ab: int) -> int:
 
 
 def activation_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
-    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    ab = _dtype_bytes(cfg.model.dtype, cuda)
     tokens, _ = micro_batch_tokens(cfg)
     layer = tokens * _train_token_bytes(shape, ab)
     if cuda:
@@ -210,7 +205,7 @@ def activation_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) ->
 def logprob_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True,
                   chunk_tokens: int | None = None) -> int:
     """Working set of turning hidden states into completion log-probs (forward + backward)."""
-    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    ab = _dtype_bytes(cfg.model.dtype, cuda)
     tokens, completion = micro_batch_tokens(cfg)
     chunk = cfg.learner.logprob_chunk_tokens if chunk_tokens is None else chunk_tokens
     if chunk == 0:
@@ -228,7 +223,7 @@ def logprob_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True,
 
 def learner_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> Side:
     lc = cfg.learner
-    ab = learner_dtype_bytes(cfg, cuda=cuda)
+    ab = _dtype_bytes(cfg.model.dtype, cuda)
     unquantized = shape.embedding_params + shape.small_params
     if lc.load_in_4bit:
         weights = math.ceil(shape.linear_params * NF4_BYTES) + unquantized * ab
