@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA half of benchmarks/memory.py on a lent GPU machine that has torch, transformers and
 # peft but no network: installs carried wheels (bitsandbytes, pydantic) from .gpu-wheels/ when
-# they are missing, then measures every GPU profile's learner step. Output: $OUT/cuda.{log,json}.
+# they are missing, checks the shared-prompt pass on CUDA (tests/test_shared_prompt.py), then
+# measures every GPU profile's learner step and the GSM8K-like tokens/s variants.
+# Output: $OUT/cuda.{log,json}.
 set -uo pipefail
 OUT=${OUT:-/tmp/mathrl-gpu}
 mkdir -p "$OUT"
@@ -17,6 +19,7 @@ mkdir -p "$OUT"
     python -m pip install -q --no-index --no-deps --find-links .gpu-wheels $pkgs
   done
   python -c "import bitsandbytes, pydantic; print('bnb', bitsandbytes.__version__, 'pydantic', pydantic.__version__)"
+  [ -n "${SKIP_TESTS:-}" ] || python -m pytest -q -p no:cacheprovider tests/test_shared_prompt.py
   time python benchmarks/memory.py --device cuda --work /tmp/mathrl-membench \
-    --sequences "${SEQS:-8}" --steps 2 --json-out "$OUT/cuda.json"
+    --sequences "${SEQS:-8}" --steps 2 --mix "${MIX:-64}" ${ONLY:+--only "$ONLY"} --json-out "$OUT/cuda.json"
 } 2>&1 | tee "$OUT/cuda.log"

@@ -60,19 +60,29 @@ def build_random_model(out: Path, *, layers: int | None, dtype: str) -> Path:
     return out
 
 
-def batch_for(cfg: RunConfig, n_seqs: int, vocab: int, seed: int = 0):
+def batch_for(cfg: RunConfig, n_seqs: int, vocab: int, seed: int = 0, *,
+              group: int | None = None, mix: bool = False, completion: int | None = None):
+    """`n_seqs` sequences in groups of `group` (default: the config's group size) that share
+    a prompt, as a real step's do. Worst case (default): every prompt `max_model_len -
+    max_new_tokens` long and every completion `max_new_tokens`. `mix`: GSM8K-like instead,
+    prompts 180..300 tokens, completions uniform in 64..`max_new_tokens`."""
     import random
 
     from services.schemas import TrainBatch, TrainSequence
 
     rng = random.Random(seed)
-    p = cfg.model.max_model_len - cfg.rollout.max_new_tokens
-    c = cfg.rollout.max_new_tokens
-    seqs = [TrainSequence(prompt_ids=[rng.randrange(vocab) for _ in range(p)],
-                          completion_ids=[rng.randrange(vocab) for _ in range(c)],
-                          advantage=1.0 if i % 2 else -1.0,
-                          sampler_logprobs=[-12.0] * c)
-            for i in range(n_seqs)]
+    group = group or cfg.rollout.group_size
+    c_max = cfg.rollout.max_new_tokens
+    seqs = []
+    for i in range(n_seqs):
+        if i % group == 0:
+            p = rng.randint(180, 300) if mix else cfg.model.max_model_len - c_max
+            prompt = [rng.randrange(vocab) for _ in range(p)]
+        c = rng.randint(64, c_max) if mix else completion or c_max
+        seqs.append(TrainSequence(prompt_ids=prompt,
+                                  completion_ids=[rng.randrange(vocab) for _ in range(c)],
+                                  advantage=1.0 if i % 2 else -1.0,
+                                  sampler_logprobs=[-12.0] * c))
     return TrainBatch(step=0, sequences=seqs)
 
 
@@ -158,7 +168,8 @@ def measure(spec: dict) -> dict:
     cuda = cfg.learner.device == "cuda"
     run_dir = tempfile.mkdtemp(prefix="mathrl-membench-")
     learner = Learner(cfg, model_path=spec["model"], run_dir=run_dir)
-    batch = batch_for(cfg, spec["sequences"], shape.vocab)
+    batch = batch_for(cfg, spec["sequences"], shape.vocab, group=spec.get("group"),
+                      mix=spec.get("mix", False), completion=spec.get("completion"))
     n_tokens = sum(len(s.completion_ids) for s in batch.sequences)
     out: dict = {"name": spec["name"]}
     if cuda:
@@ -180,10 +191,10 @@ def measure(spec: dict) -> dict:
     times = []
     for _ in range(spec["steps"]):
         t0 = time.perf_counter()
-        learner.train_step(batch)
+        metrics = learner.train_step(batch).metrics
         if cuda:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0 - metrics["time/save"])
     if cuda:
         free, total = torch.cuda.mem_get_info()
         out["peak_allocated"] = torch.cuda.max_memory_allocated()
@@ -192,15 +203,48 @@ def measure(spec: dict) -> dict:
         out["context"] = (total - free) - torch.cuda.memory_reserved()
         out["process_used"] = _nvidia_smi_used(os.getpid())
         out["bnb_4bit"] = cfg.learner.load_in_4bit
+        if spec.get("profile"):
+            try:
+                out.update(gpu_busy(learner, batch))
+            except Exception as e:  # noqa: BLE001 - the memory figures stand without the profile
+                out["profile_error"] = repr(e)[:300]
     else:
         out["step_working_set"] = _hwm() - out["resident_rss"]
         learner.model.zero_grad(set_to_none=True)
         out["logprob_working_set"] = logprob_working_set(learner, cfg, shape)
     out["step_s"] = times[-1]
+    out["positions"] = metrics["perf/learner_positions"]
+    out["padding"] = metrics["perf/padding_share"]
     out["tokens_per_s"] = n_tokens / times[-1]
     side = learner_side(shape, cfg, cuda=cuda)
     out["plan"] = dict(side.components)
     return out
+
+
+def gpu_busy(learner, batch) -> dict:
+    """One more step under torch's profiler: the share of its wall time that CUDA kernels ran
+    (profiling slows the host side, so this is a lower bound) and where the time went."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        learner.train_step(batch)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    kernels = sorted((e for e in events if e.device_type == DeviceType.CUDA),
+                     key=lambda e: -e.device_time_total)
+    busy = sum(e.device_time_total for e in kernels) / 1e6
+    launches = sum(e.count for e in kernels)
+    top_cpu = sorted(events, key=lambda e: -e.self_cpu_time_total)[:6]
+    return {"profiled_wall_s": wall, "kernel_s": busy, "gpu_busy": busy / wall,
+            "kernel_launches": launches,
+            "top_kernels": [(e.key[:60], round(e.device_time_total / 1e6, 3), e.count)
+                            for e in kernels[:6]],
+            "top_cpu_ops": [(e.key[:60], round(e.self_cpu_time_total / 1e6, 3), e.count)
+                            for e in top_cpu]}
 
 
 def run_child(spec: dict) -> dict:
@@ -218,7 +262,9 @@ def run_child(spec: dict) -> dict:
 def cpu_specs(model: Path, layers: int, micro_batches: list[int]) -> list[dict]:
     base = load_config(ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-12gb.toml").model_dump()
     base["model"].update(name_or_path=str(model), dtype="float32", max_model_len=712)
+    # One row per sequence in fixed micro-batches: the variants differ in the micro-batch only.
     base["learner"].update(device="cpu", load_in_4bit=False, optimizer="adamw",
+                           shared_prompt=False, micro_batch_tokens=None,
                            num_threads=os.cpu_count())
     specs = []
     for dtype in ("float32", "bfloat16"):
@@ -231,7 +277,7 @@ def cpu_specs(model: Path, layers: int, micro_batches: list[int]) -> list[dict]:
                 cfg["learner"].update(micro_batch_size=mb, logprob_chunk_tokens=chunk)
                 name = f"{'naive' if chunk == 0 else 'chunked'} {DT[dtype]} mb={mb}"
                 specs.append({"name": name, "config": cfg, "model": str(model),
-                              "sequences": mb, "steps": 1, "layers": layers})
+                              "sequences": mb, "group": 1, "steps": 1, "layers": layers})
     return specs
 
 
@@ -255,46 +301,80 @@ CPU_HEADER = (f"{'variant':<20}{'step MB':>9}{'plan MB':>9}{'logp MB':>9}{'plan 
 
 
 # ---------------------------------------------------------------------------- CUDA
+PROFILED = ("", " mix", " mix per-seq mb=4")
+"""12gb variants whose extra step runs under torch's profiler (`gpu_busy`)."""
+
+
+def fill_shape(cfg: RunConfig) -> tuple[int, int | None]:
+    """(sequences, completion length) of the batch that fills one micro-batch: with a token
+    budget, rows of whole groups as wide as fit `ceil(budget / widest group)` times into it;
+    else (`micro_batch_size`, the longest completion)."""
+    lc, ro = cfg.learner, cfg.rollout
+    if lc.micro_batch_tokens is None:
+        return lc.micro_batch_size, None
+    p = cfg.model.max_model_len - ro.max_new_tokens
+    rows = -(-lc.micro_batch_tokens // (p + ro.group_size * ro.max_new_tokens))
+    width = lc.micro_batch_tokens // rows
+    return rows * ro.group_size, max(1, min(ro.max_new_tokens, (width - p) // ro.group_size))
+
+
 def cuda_specs(model: Path, profiles: list[str], sequences: int, steps: int,
-               cap: bool = False) -> list[dict]:
+               cap: bool = False, mix: int = 64, only: list[str] | None = None) -> list[dict]:
+    """Each profile at the plan's worst-case shape (`sequences` sequences, one group per
+    `rollout.group_size`, or with a token budget the batch that fills it); for the 12gb
+    profile also other micro-batches and the per-sequence pass; and with `mix` > 0, `mix`
+    GSM8K-like sequences per step through the shared-prompt and the per-sequence pass of the
+    12gb and 16gb profiles (the learner's tokens/s). `only`: these variant names."""
     try:
         import bitsandbytes  # noqa: F401
 
         bnb = True
     except Exception:  # noqa: BLE001 - any import failure means: no 4-bit here
         bnb = False
+    per_seq = {"shared_prompt": False, "micro_batch_tokens": None, "micro_batch_size": 4}
+    mb4 = {"micro_batch_tokens": None, "micro_batch_size": 4}
     specs = []
     for prof in profiles:
         path = ROOT / "configs" / f"{prof}.toml"
         if not path.exists():
             continue
-        variants = [("", {})]
-        if prof.endswith("12gb"):  # how the step grows with the micro-batch, and naive logits
-            variants += [(" mb=2", {"micro_batch_size": 2}), (" mb=8", {"micro_batch_size": 8}),
-                         (" naive", {"logprob_chunk_tokens": 0}),
-                         (" naive mb=2", {"logprob_chunk_tokens": 0, "micro_batch_size": 2})]
-        for suffix, extra in variants:
+        variants = [("", {}, False)]
+        if prof.endswith("12gb"):  # the shared pass in fixed micro-batches, and per sequence
+            variants += [(" mb=4", mb4, False), (" per-seq mb=4", per_seq, False)]
+        if mix:
+            variants += [(" mix", {}, True), (" mix per-seq mb=4", per_seq, True)]
+            if prof.endswith("12gb"):
+                variants += [(" mix mb=4", mb4, True)]
+        for suffix, extra, mixed in variants:
+            name = prof.split("-")[-1] + suffix
+            if only and name not in only:
+                continue
             cfg = load_config(path).model_dump()
             cfg["model"]["name_or_path"] = str(model)
             cfg["learner"].update(device="cuda", cap_cuda_memory=cap, **extra)
             if not bnb:
                 cfg["learner"].update(load_in_4bit=False, optimizer="adamw")
-            specs.append({"name": prof.split("-")[-1] + suffix, "config": cfg,
-                          "model": str(model), "sequences": sequences, "steps": steps})
+            n, completion = fill_shape(RunConfig.model_validate(cfg))
+            specs.append({"name": name, "config": cfg, "mix": mixed, "model": str(model),
+                          "sequences": mix if mixed else max(n, sequences),
+                          "completion": None if mixed else completion, "steps": steps,
+                          "profile": prof.endswith("12gb") and suffix in PROFILED})
     return specs
 
 
 def cuda_row(r: dict) -> str:
     plan = sum(r["plan"].values()) - r["plan"]["context"]
-    return (f"{r['name']:<12}{'yes' if r['bnb_4bit'] else 'no':>5}"
+    return (f"{r['name']:<17}{'yes' if r['bnb_4bit'] else 'no':>5}"
             f"{r['resident_allocated'] / GiB:>10.2f}{r['peak_allocated'] / GiB:>11.2f}"
             f"{plan / GiB:>10.2f}{r['peak_allocated'] / plan:>7.2f}"
             f"{r['peak_reserved'] / GiB:>10.2f}{r['context'] / GiB:>9.2f}"
-            f"{r['tokens_per_s']:>8.0f}")
+            f"{r['tokens_per_s']:>8.0f}{r['step_s']:>7.2f}{r['positions']:>8.0f}"
+            f"{r['padding']:>6.1%}{r.get('gpu_busy', float('nan')):>6.0%}")
 
 
-CUDA_HEADER = (f"{'profile':<12}{'4bit':>5}{'resident':>10}{'peak alloc':>11}{'plan-ctx':>10}"
-               f"{'ratio':>7}{'reserved':>10}{'context':>9}{'tok/s':>8}  (GiB)")
+CUDA_HEADER = (f"{'profile':<17}{'4bit':>5}{'resident':>10}{'peak alloc':>11}{'plan-ctx':>10}"
+               f"{'ratio':>7}{'reserved':>10}{'context':>9}{'tok/s':>8}{'step s':>7}"
+               f"{'posns':>8}{'pad':>6}{'busy':>6}  (GiB)")
 
 
 def main() -> None:
@@ -306,9 +386,12 @@ def main() -> None:
     ap.add_argument("--profiles", default=",".join(PROFILES))
     ap.add_argument("--sequences", type=int, default=8, help="CUDA: sequences per step")
     ap.add_argument("--steps", type=int, default=2, help="CUDA: steps (the last is timed)")
+    ap.add_argument("--mix", type=int, default=64,
+                    help="CUDA: sequences of the GSM8K-like tokens/s variants (0: none)")
     ap.add_argument("--work", default=str(ROOT / ".mathrl" / "membench"))
     ap.add_argument("--cap", action="store_true",
                     help="CUDA: keep learner.cap_cuda_memory on (the plan's cap is enforced)")
+    ap.add_argument("--only", help="CUDA: comma-separated variant names (default: all)")
     ap.add_argument("--json-out")
     a = ap.parse_args()
     if a.child:
@@ -322,7 +405,8 @@ def main() -> None:
         header, row = CPU_HEADER, cpu_row
     else:
         model = build_random_model(work / "qwen-1.5b-random", layers=None, dtype="bfloat16")
-        specs = cuda_specs(model, a.profiles.split(","), a.sequences, a.steps, a.cap)
+        specs = cuda_specs(model, a.profiles.split(","), a.sequences, a.steps, a.cap,
+                           a.mix, a.only.split(",") if a.only else None)
         header, row = CUDA_HEADER, cuda_row
     results = []
     for spec in specs:

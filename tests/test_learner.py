@@ -110,6 +110,8 @@ def test_memory_cap_message_names_the_component():
     msg = cap.explain(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nTRACE"))
     assert "learner.activations" in msg and "learner.micro_batch_size" in msg
     assert "3.00 GiB" in msg and "Tried to allocate 2.00 GiB" in msg and "TRACE" not in msg
+    budget = MemoryCap(cap.cap_bytes, cap.components, "learner.micro_batch_tokens")
+    assert "lower learner.micro_batch_tokens" in budget.explain(RuntimeError("CUDA out of memory"))
 
 
 def test_bf16_cpu_learner_runs_its_matmuls_in_bf16(tiny_model_dir, tmp_path):

@@ -51,7 +51,7 @@ def test_plan_that_does_not_fit_is_422_naming_the_setting(api):
     r = httpx.post(f"{api}/runs", json=_body(memory_gb=6.0))
     assert r.status_code == 422, r.text
     (detail,) = r.json()["detail"]
-    assert detail["loc"] == ["body", "rollout", "prompts_per_step"]
+    assert detail["loc"] == ["body", "learner", "micro_batch_tokens"]
     assert "memory plan" in detail["msg"] and "generator.weights" in detail["msg"]
     assert httpx.get(f"{api}/runs").json()["runs"] == []
 

@@ -15,6 +15,7 @@ from services.memory import GiB, load_shape, plan_run, refusal
 from services.memory.check import fit_problem
 from services.memory.plan import (
     NF4_BYTES,
+    attention_bytes,
     kv_cache_bytes,
     learner_side,
     logprob_bytes,
@@ -88,7 +89,8 @@ def test_chunked_logprobs_do_not_grow_with_the_micro_batch():
 
     def with_mb(mb: int, chunk: int) -> int:
         c = cfg.model_copy(update={"learner": cfg.learner.model_copy(
-            update={"micro_batch_size": mb, "logprob_chunk_tokens": chunk})})
+            update={"micro_batch_size": mb, "micro_batch_tokens": None,
+                    "logprob_chunk_tokens": chunk})})
         return logprob_bytes(s, c)
 
     # Naive: the full logits grow linearly; chunked: one chunk's logits plus the gathered
@@ -112,17 +114,48 @@ def test_shipped_profiles_fit_their_card_and_carry_their_plan(profile):
         assert f"# {line}" in text, f"{profile.name} lacks the plan line {line!r}"
 
 
+def test_attention_mask_bytes_by_hand():
+    """The 12gb profile: passes of 8,192 positions; a shared-prompt row is at most one group,
+    512 + 7 x 512 + 512 = 4,608 wide (max_model_len 1,024 holds the prompt and one completion).
+    Mask entries <= 8,192 x 4,608, each a bool plus two bf16 copies on CUDA."""
+    s = load_shape(QWEN)
+    cfg = load_config(CFG12)
+    assert cfg.learner.micro_batch_tokens == 8192 and cfg.rollout.group_size == 8
+    assert attention_bytes(s, cfg) == 8192 * 4608 * (1 + 2 * 2)
+
+    def with_learner(**kw) -> RunConfig:
+        return cfg.model_copy(update={"learner": cfg.learner.model_copy(update=kw)})
+
+    # One row per sequence: rows are max_model_len wide.
+    assert attention_bytes(s, with_learner(shared_prompt=False)) == 8192 * 1024 * 5
+    # A budget narrower than a group: rows are at most the budget wide.
+    assert attention_bytes(s, with_learner(micro_batch_tokens=2048)) == 2048 * 2048 * 5
+    # Fixed micro-batches of 4: 4 x 1,024 positions.
+    assert attention_bytes(s, with_learner(micro_batch_tokens=None)) == 4096 * 4096 * 5
+    # It is part of the activations the plan adds up.
+    no_mask = learner_side(s, with_learner(shared_prompt=False)).components["activations"]
+    assert learner_side(s, cfg).components["activations"] - no_mask == 8192 * 3584 * 5
+
+
 def test_refusal_names_the_largest_component_and_a_setting():
     cfg = load_config(CFG12)
     s = load_shape(QWEN)
     small = plan_run(s, cfg, gpu_gb=6)
     setting, msg = refusal(small)
     assert "generator.weights" in msg  # the largest part
-    assert setting == "rollout.prompts_per_step"  # for the KV cache, the largest it can shrink
+    # The profile packs passes by a token budget: that budget sizes the activations, the
+    # largest part a setting can shrink.
+    assert setting == "learner.micro_batch_tokens" and "learner.activations" in msg
+    fixed = cfg.model_copy(update={"learner": cfg.learner.model_copy(
+        update={"micro_batch_size": 1, "micro_batch_tokens": None})})
+    setting, msg = refusal(plan_run(s, fixed, gpu_gb=6))
+    # One sequence a pass is the floor: the KV cache is the largest part left to shrink.
+    assert setting == "rollout.prompts_per_step" and "generator.kv_cache" in msg
     # Naive log-probs at micro-batch 8 on 12 GiB: the log-prob working set is the largest
     # part a setting can shrink.
     big = cfg.model_copy(update={"learner": cfg.learner.model_copy(
-        update={"micro_batch_size": 8, "logprob_chunk_tokens": 0})})
+        update={"micro_batch_size": 8, "micro_batch_tokens": None,
+                "logprob_chunk_tokens": 0})})
     setting, msg = refusal(plan_run(s, big))
     assert setting == "learner.logprob_chunk_tokens" and "learner.logprobs" in msg
     assert fit_problem(big) == refusal(plan_run(s, big))
@@ -170,7 +203,7 @@ def test_train_refuses_a_plan_that_does_not_fit(tmp_path: Path):
     cfg.write_text(text)
     r = _mathrl("train", str(cfg), "--out-dir", str(tmp_path / "runs"))
     assert r.returncode != 0
-    assert "memory plan" in r.stderr and "rollout.prompts_per_step" in r.stderr
+    assert "memory plan" in r.stderr and "learner.micro_batch_tokens" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything started
 

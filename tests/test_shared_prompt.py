@@ -29,16 +29,16 @@ def _groups():
 
 
 def _weighted_backward(model, lp, mask):
-    weights = torch.linspace(-1, 1, lp.numel()).reshape(lp.shape)
+    weights = torch.linspace(-1, 1, lp.numel(), device=lp.device).reshape(lp.shape)
     (lp * mask * weights).sum().backward()
     return {n: q.grad.clone() for n, q in model.named_parameters() if q.grad is not None}
 
 
-def _per_sequence(model, fn, prompts, completions, **kw):
+def _per_sequence(model, fn, prompts, completions, device="cpu", **kw):
     model.zero_grad(set_to_none=True)
     full = [p + c for p, g in zip(prompts, completions, strict=True) for c in g]
     p_lens = [len(p) for p, g in zip(prompts, completions, strict=True) for _ in g]
-    ids, attn = pad_batch(full, 0, "cpu")
+    ids, attn = pad_batch(full, 0, device)
     lp, mask = fn(model, ids, attn, p_lens, [len(f) for f in full], **kw)
     return lp.detach(), mask, _weighted_backward(model, lp, mask)
 
@@ -130,3 +130,30 @@ def test_rows_padded_to_a_width_multiple_change_nothing(policy):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     for n in ref_g:
         torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_shared_prompt_on_cuda(policy):
+    """On CUDA too (SDPA's CUDA kernels take the block mask): fp32 values and gradients equal
+    the per-sequence pass; and in bf16 the memory-efficient kernel alone runs it (no fallback
+    to the math kernel, whose `[heads, L, L]` scores the memory plan does not count), within
+    bf16 rounding of the fp32 result."""
+    import copy
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = copy.deepcopy(policy).cuda()
+    prompts, completions = _groups()
+    ref, ref_mask, ref_g = _per_sequence(model, completion_logprobs_naive, prompts, completions,
+                                         device="cuda", temperature=1.0)
+    got, mask, g = _shared(model, prompts, completions, temperature=1.0, chunk=3)
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    for n in ref_g:
+        torch.testing.assert_close(g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)
+    model.get_base_model().to(torch.bfloat16)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        low, _, low_g = _shared(model, prompts, completions, temperature=1.0)
+    torch.testing.assert_close(low, ref, atol=0.1, rtol=0.02)
+    assert set(low_g) == set(ref_g)

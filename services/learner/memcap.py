@@ -22,6 +22,8 @@ GiB = 1 << 30
 class MemoryCap:
     cap_bytes: int
     components: dict[str, int]
+    pass_setting: str = "learner.micro_batch_size"
+    """What sizes a pass: the token budget when the config sets one, else the count."""
 
     @classmethod
     def from_plan(cls, cfg: RunConfig, model_path: str) -> MemoryCap | None:
@@ -39,12 +41,14 @@ class MemoryCap:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), 0)
         log.info("learner capped at %.2f GiB of %.1f GiB (memory plan)", cap / GiB, total / GiB)
-        return cls(cap, dict(side.components))
+        budget = cfg.learner.micro_batch_tokens is not None
+        return cls(cap, dict(side.components),
+                   f"learner.micro_batch_{'tokens' if budget else 'size'}")
 
     def explain(self, err: BaseException) -> str:
         dynamic = {k: self.components[k] for k in ("activations", "logprobs")}
         name = max(dynamic, key=dynamic.get)
-        setting = {"activations": "learner.micro_batch_size (or learner.gradient_checkpointing)",
+        setting = {"activations": f"{self.pass_setting} (or learner.gradient_checkpointing)",
                    "logprobs": "learner.logprob_chunk_tokens"}[name]
         plan = ", ".join(f"{k} {v / GiB:.2f}" for k, v in self.components.items())
         first = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -78,6 +78,8 @@ class MemoryPlan:
     at_floor: tuple[str, ...] = ()
     """Components whose setting is already at its smallest (e.g. the learner's weights when
     `load_in_4bit` is on): no use advising it."""
+    advice: dict[str, str] = field(default_factory=dict)
+    """Setting to change per component, where this config's differs from `ADVICE`'s."""
 
     @property
     def fits(self) -> bool:
@@ -187,15 +189,36 @@ def _train_token_bytes(shape: ModelShape, ab: int) -> int:
     return ab * (6 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * i) + 2 * 4 * h
 
 
+def row_width(cfg: RunConfig) -> int:
+    """The widest row a micro-batch can hold: one sequence per-sequence; with the shared
+    prompt, one group's prompt and its G completions back to back (within the micro-batch)."""
+    tokens, _ = micro_batch_tokens(cfg)
+    if not cfg.learner.shared_prompt:
+        return cfg.model.max_model_len
+    group = cfg.model.max_model_len + (cfg.rollout.group_size - 1) * cfg.rollout.max_new_tokens
+    return min(tokens, group)
+
+
+def attention_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
+    """What attention holds beyond the linear layers' activations, for one layer at a time.
+    Rows of width W fill at most `tokens` positions, so rows x W^2 <= tokens x W. The `[rows,
+    1, W, W]` mask is boolean; SDPA turns it into an additive mask of the activation dtype and,
+    on CUDA, pads that to 16 columns for the memory-efficient kernel (measured on an H200:
+    docs/benchmarks.md), whose scores are O(W) per head. The CPU's math kernel holds the fp32
+    scores and their softmax of every head instead."""
+    ab = _dtype_bytes(cfg.model.dtype, cuda)
+    tokens, _ = micro_batch_tokens(cfg)
+    area = tokens * row_width(cfg)
+    if cuda:
+        return area * (1 + 2 * ab)
+    return area * (1 + ab + shape.heads * 4 * 2)
+
+
 def activation_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
     ab = _dtype_bytes(cfg.model.dtype, cuda)
     tokens, _ = micro_batch_tokens(cfg)
     layer = tokens * _train_token_bytes(shape, ab)
-    if cuda:
-        attn = 0  # SDPA's flash / memory-efficient kernels keep O(L) per head
-    else:  # the CPU's math SDPA holds heads x L x L scores (and their softmax) per sequence
-        L = cfg.model.max_model_len
-        attn = cfg.learner.micro_batch_size * shape.heads * L * L * 4 * 2
+    attn = attention_bytes(shape, cfg, cuda=cuda)
     if cfg.learner.gradient_checkpointing:
         # Every layer keeps its input; backward recomputes one layer at a time.
         return shape.layers * tokens * shape.hidden * ab + layer + attn
@@ -267,12 +290,15 @@ def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) 
     floor = [name for name, done in (
         ("learner.weights", cfg.learner.load_in_4bit),
         ("learner.optimizer", cfg.learner.optimizer != "adamw"),
-        ("learner.activations", cfg.learner.micro_batch_size == 1),
+        ("learner.activations", micro_batch_tokens(cfg)[0] <= cfg.model.max_model_len),
         ("learner.lora", cfg.lora.rank == 1),
         ("generator.lora", cfg.generator.max_loras == 1),
     ) if done]
+    advice = {}
+    if cfg.learner.micro_batch_tokens is not None:  # the budget, not the count, sizes a pass
+        advice["learner.activations"] = "learner.micro_batch_tokens"
     return MemoryPlan(card_bytes=int(card_gib(cfg, gpu_gb) * GiB), generator=gen,
-                      learner=learner, other=other, total=busy + other.total,
+                      learner=learner, other=other, total=busy + other.total, advice=advice,
                       generator_asleep=asleep, at_floor=tuple(floor))
 
 
@@ -301,7 +327,7 @@ def refusal(plan: MemoryPlan) -> tuple[str, str] | None:
     tunable = [(f"{s}.{k}", v) for s, comps in sides.items() for k, v in comps.items()
                if f"{s}.{k}" in ADVICE and f"{s}.{k}" not in plan.at_floor]
     knob, knob_size = max(tunable, key=lambda kv: kv[1])
-    setting = ADVICE[knob]
+    setting = plan.advice.get(knob, ADVICE[knob])
     over = (plan.total - plan.card_bytes) / GiB
     return setting, (
         f"the memory plan needs {plan.total / GiB:.2f} GiB on a {plan.card_bytes / GiB:g} GiB "
