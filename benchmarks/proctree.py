@@ -144,6 +144,7 @@ class ProcTreeSampler:
         self.peak_by_pid: dict[int, dict] = {}  # pid -> {"name", "peak_pss"}
         self.timeline: list[tuple[float, int]] = []  # (seconds since start, total bytes)
         self._known: dict[int, int] = {}  # pid -> start time, of every process seen in the tree
+        self.last: dict[int, int] = {}  # pid -> PSS bytes in the latest sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="proctree", daemon=True)
         self._t0 = 0.0
@@ -182,12 +183,14 @@ class ProcTreeSampler:
                 tree |= descendants(pid, ppid)
         self._known = {pid: stats[pid][1] for pid in tree if pid in stats}
         total = 0
+        self.last = {}
         for pid in tree:
             text = _read(PROC / str(pid) / "smaps_rollup")
             if text is None:
                 continue
             pss = parse_pss(text)
             total += pss
+            self.last[pid] = pss
             self._note(pid, pss)
         self.samples += 1
         now = time.monotonic() - self._t0
@@ -221,6 +224,14 @@ class ProcTreeSampler:
     def _parent(pid: int) -> int:
         text = _read(PROC / str(pid) / "stat")
         return parse_stat(text)[1] if text else -1
+
+    def current(self) -> dict[str, int]:
+        """PSS bytes per process name in the latest sample (same names summed)."""
+        out: dict[str, int] = {}
+        for pid, pss in self.last.items():
+            name = self.peak_by_pid[pid]["name"]
+            out[name] = out.get(name, 0) + pss
+        return out
 
     def table(self, min_bytes: int = 0) -> list[dict]:
         """Every process seen, largest peak first: [{"pid", "name", "peak_pss"}]."""

@@ -19,7 +19,7 @@ from services.learner import checkpoint, export
 from services.learner.cpu_memory import ROW_MULTIPLE, bound_onednn_cache, release_free_heap
 from services.learner.grpo import policy_loss, tis_weights
 from services.learner.logprobs import completion_logprobs
-from services.learner.memcap import MemoryCap
+from services.learner.memcap import MemoryCap, use_expandable_segments
 from services.learner.model import (
     autocast,
     build_optimizer,
@@ -62,7 +62,10 @@ class Learner:
         bf16_cpu = self.device == "cpu" and self.dtype == torch.bfloat16
         self.row_multiple = ROW_MULTIPLE if bf16_cpu else 1
         # Cap before loading, so even the load cannot take the generator's share.
-        self.memcap = MemoryCap.from_plan(cfg, model_path) if self.device == "cuda" else None
+        self.memcap = None
+        if self.device == "cuda":
+            use_expandable_segments()
+            self.memcap = MemoryCap.from_plan(cfg, model_path)
         self.model = load_policy(model_path, cfg.model, cfg.lora, cfg.learner, self.device)
         self.pad_id = self.model.config.pad_token_id or 0
         params = [p for p in self.model.parameters() if p.requires_grad]

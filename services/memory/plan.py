@@ -202,10 +202,11 @@ def row_width(cfg: RunConfig) -> int:
 def attention_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
     """What attention holds beyond the linear layers' activations, for one layer at a time.
     Rows of width W fill at most `tokens` positions, so rows x W^2 <= tokens x W. The `[rows,
-    1, W, W]` mask is boolean; SDPA turns it into an additive mask of the activation dtype and,
-    on CUDA, pads that to 16 columns for the memory-efficient kernel (measured on an H200:
-    docs/benchmarks.md), whose scores are O(W) per head. The CPU's math kernel holds the fp32
-    scores and their softmax of every head instead."""
+    1, W, W]` mask is boolean; on CUDA, SDPA makes an additive copy at the activation dtype and
+    pads it to 16 columns for its fused kernels (cuDNN's ran the learner on an H200, the
+    memory-efficient one runs it too: tests/test_shared_prompt.py), which hold O(W) per head,
+    no scores. The CPU's math kernel holds the fp32 scores and their softmax of every head.
+    The H200 learner stayed at 0.93-0.95 of the plan with this term (docs/benchmarks.md)."""
     ab = _dtype_bytes(cfg.model.dtype, cuda)
     tokens, _ = micro_batch_tokens(cfg)
     area = tokens * row_width(cfg)
