@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from proctree import ProcTreeSampler  # noqa: E402
+from vs_trl import free_port  # noqa: E402
 
 MiB = 1 << 20
 
@@ -53,9 +53,7 @@ def main() -> None:
     model = ensure_smollm2(home / "models" / "smollm2-135m-instruct", home / "cache")
     cfg = load_config(ROOT / "configs" / "smollm2-arith-cpu.toml")
     data = cfg.model_dump()
-    with socket.socket() as sock:  # a free loopback port
-        sock.bind(("127.0.0.1", 0))
-        data["generator"]["port"] = sock.getsockname()[1]
+    data["generator"]["port"] = free_port()
     cfg = type(cfg).model_validate(data)
     work = Path(tempfile.mkdtemp(prefix="mathrl-gensoak-"))
     served = prepare_served_model(str(model), work / "served", torch_dtype(cfg.model, "cpu"))

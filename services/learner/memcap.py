@@ -39,6 +39,7 @@ class MemoryCap:
         if not cfg.learner.cap_cuda_memory or not torch.cuda.is_available():
             return None
         from services.memory import load_shape, plan_run
+        from services.memory.plan import pass_setting
 
         try:
             side = plan_run(load_shape(model_path), cfg).learner
@@ -50,9 +51,7 @@ class MemoryCap:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), 0)
         log.info("learner capped at %.2f GiB of %.1f GiB (memory plan)", cap / GiB, total / GiB)
-        budget = cfg.learner.micro_batch_tokens is not None
-        return cls(cap, dict(side.components),
-                   f"learner.micro_batch_{'tokens' if budget else 'size'}")
+        return cls(cap, dict(side.components), pass_setting(cfg))
 
     def explain(self, err: BaseException) -> str:
         dynamic = {k: self.components[k] for k in ("activations", "logprobs")}

@@ -79,7 +79,7 @@ class MemoryPlan:
     """Components whose setting is already at its smallest (e.g. the learner's weights when
     `load_in_4bit` is on): no use advising it."""
     advice: dict[str, str] = field(default_factory=dict)
-    """Setting to change per component, where this config's differs from `ADVICE`'s."""
+    """Setting to change per component where it depends on the config (over `ADVICE`)."""
 
     @property
     def fits(self) -> bool:
@@ -189,14 +189,20 @@ def _train_token_bytes(shape: ModelShape, ab: int) -> int:
     return ab * (6 * h + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * i) + 2 * 4 * h
 
 
+def pass_setting(cfg: RunConfig) -> str:
+    """The setting that sizes a learner pass: its token budget when set, else its count."""
+    if cfg.learner.micro_batch_tokens is not None:
+        return "learner.micro_batch_tokens"
+    return "learner.micro_batch_size"
+
+
 def row_width(cfg: RunConfig) -> int:
     """The widest row a micro-batch can hold: one sequence per-sequence; with the shared
     prompt, one group's prompt and its G completions back to back (within the micro-batch)."""
-    tokens, _ = micro_batch_tokens(cfg)
     if not cfg.learner.shared_prompt:
         return cfg.model.max_model_len
     group = cfg.model.max_model_len + (cfg.rollout.group_size - 1) * cfg.rollout.max_new_tokens
-    return min(tokens, group)
+    return min(micro_batch_tokens(cfg)[0], group)
 
 
 def attention_bytes(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> int:
@@ -295,11 +301,9 @@ def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) 
         ("learner.lora", cfg.lora.rank == 1),
         ("generator.lora", cfg.generator.max_loras == 1),
     ) if done]
-    advice = {}
-    if cfg.learner.micro_batch_tokens is not None:  # the budget, not the count, sizes a pass
-        advice["learner.activations"] = "learner.micro_batch_tokens"
     return MemoryPlan(card_bytes=int(card_gib(cfg, gpu_gb) * GiB), generator=gen,
-                      learner=learner, other=other, total=busy + other.total, advice=advice,
+                      learner=learner, other=other, total=busy + other.total,
+                      advice={"learner.activations": pass_setting(cfg)},
                       generator_asleep=asleep, at_floor=tuple(floor))
 
 
