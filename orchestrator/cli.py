@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import cli_service, demo, errors, eval_cli, plan_cli
+from orchestrator import cli_service, demo, errors, eval_cli, generator_cli, plan_cli
 
 # pretty_exceptions_enable=False: failures are printed by errors.run_cli (plain lines, or the
 # plain traceback with --debug), not as a full-screen rich traceback.
@@ -81,6 +81,7 @@ def grade(file: Path,
 cli_service.register(app)
 demo.register(app)
 eval_cli.register(app)
+generator_cli.register(app)
 plan_cli.register(app)
 
 

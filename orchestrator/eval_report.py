@@ -9,7 +9,7 @@ from pathlib import Path
 from services.data import Problem, load_problems
 from services.evals import BENCHMARKS, load_benchmark
 
-METRIC_ORDER = ("pass@1", "boxed", "mean@", "maj@", "pass@", "mean_tokens")
+METRIC_ORDER = ("greedy", "pass@1", "boxed", "mean@", "maj@", "pass@", "mean_tokens")
 
 
 def parse_datasets(spec: str) -> list[tuple[str, str | None]]:
@@ -60,22 +60,35 @@ def _metric_key(m: str) -> tuple[int, int, str]:
     return (len(METRIC_ORDER), 0, m)
 
 
+def _shown(metric: str, summary: dict) -> bool:
+    """Scores get a row; their `_se` goes in the same cell, and `pass@1` (the stored alias of
+    `greedy`) is not repeated."""
+    return metric not in ("n", "seconds") and not metric.endswith("_se") and not (
+        metric == "pass@1" and "greedy" in summary)
+
+
+def _cell(metric: str, summary: dict) -> str:
+    v = summary.get(metric)
+    if v is None:
+        return "-"
+    if metric == "mean_tokens":
+        return f"{v:.1f}"
+    se = summary.get(f"{metric}_se")
+    return f"{v:.1%}" + (f" ± {se:.1%}" if se is not None else "")
+
+
 def table(report: dict) -> str:
-    """Benchmark x metric rows, one column per evaluated model (base, adapter)."""
+    """Benchmark x metric rows, one column per evaluated model (base, adapter); every score
+    with its standard error, every benchmark with its n."""
     labels = [m["label"] for m in report["models"]]
     rows = [["benchmark", "metric", *labels]]
     for bench in report["config"]["datasets"]:
         per = {m["label"]: next(b["summary"] for b in m["benchmarks"] if b["name"] == bench)
                for m in report["models"]}
-        metrics = sorted({k for s in per.values() for k in s if k not in ("n", "seconds")},
-                         key=_metric_key)
+        metrics = sorted({k for s in per.values() for k in s if _shown(k, s)}, key=_metric_key)
         n = int(next(iter(per.values()))["n"])
         for i, metric in enumerate(metrics):
-            cells = []
-            for label in labels:
-                v = per[label].get(metric)
-                cells.append("-" if v is None else f"{v:.1f}" if metric == "mean_tokens"
-                             else f"{v:.1%}")
+            cells = [_cell(metric, per[label]) for label in labels]
             rows.append([f"{bench} (n={n})" if i == 0 else "", metric, *cells])
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w)

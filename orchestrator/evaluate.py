@@ -1,6 +1,6 @@
 """Evaluation during a run, through the run's own generator and current policy: the
-benchmarks of `eval.benchmarks` (greedy pass@1, and mean@k / maj@k / pass@k with samples),
-and the hold-out that keeps their problems out of the training set."""
+benchmarks of `eval.benchmarks` (greedy, and mean@k / maj@k / pass@k with samples, each under
+its protocol), and the hold-out that keeps their problems out of the training set."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 from orchestrator.rollout import build_problems
 from services.config import BenchmarkConfig, EvalConfig, RunConfig
 from services.data import Problem, load_problems
-from services.evals import BenchmarkTask, build_prompt, load_benchmark, run_benchmark, stop_strings
+from services.evals import BenchmarkTask, load_benchmark, run_benchmark
+from services.evals.protocols import Protocol, fewshot_source, get_protocol, gsm8k_train_pairs
 from services.generator.client import GeneratorClient
 from services.rewards import GraderPool
 
@@ -35,6 +36,12 @@ def benchmark_problems(cfg: RunConfig, b: BenchmarkConfig) -> list[Problem]:
         return load_problems("hf", path=b.path, split="test", limit=b.limit)
     return load_benchmark(b.name, b.path, limit=b.limit, question_field=b.question_field,
                           answer_field=b.answer_field)
+
+
+def benchmark_protocol(b: BenchmarkConfig) -> Protocol:
+    pairs = gsm8k_train_pairs(fewshot_source(b.path, b.fewshot_path)) \
+        if b.protocol == "paper" else None
+    return get_protocol(b.protocol, style=b.prompt, train_pairs=pairs)
 
 
 def _key(question: str) -> str:
@@ -62,7 +69,7 @@ def training_problems(cfg: RunConfig) -> list[Problem]:
 class Evaluator:
     """Benchmarks rendered once; `__call__(model)` evaluates one served model name and returns
     the stored result: `eval/<benchmark>/<metric>` keys, plus `accuracy` / `format` / `n` of
-    the first benchmark (its greedy pass@1, `\\boxed{}` rate and size)."""
+    the first benchmark (its greedy score, `\\boxed{}` rate and size)."""
 
     def __init__(self, cfg: RunConfig, tokenizer, client: GeneratorClient, pool: GraderPool,
                  *, report_dir: Path | None = None, step: Callable[[], int] | None = None):
@@ -72,13 +79,19 @@ class Evaluator:
         self.tasks: list[BenchmarkTask] = []
         for b in benchmark_configs(ev):
             problems = benchmark_problems(cfg, b)
-            prompts = [build_prompt(tokenizer, p.question, b.prompt,
-                                    instruction=cfg.data.instruction, system=cfg.data.system_prompt)
-                       for p in problems]
+            proto = benchmark_protocol(b)
+            prompts = [proto.render(tokenizer, p.question, instruction=cfg.data.instruction,
+                                    system=cfg.data.system_prompt) for p in problems]
+            max_tokens = proto.max_tokens or ev.max_new_tokens
+            longest = max((len(ids) for ids in prompts), default=0)
+            if longest + max_tokens > cfg.model.max_model_len:  # vLLM would refuse them
+                raise ValueError(f"eval benchmark {b.name!r}: its longest prompt ({longest} "
+                                 f"tokens) + {max_tokens} new tokens need model.max_model_len "
+                                 f"{longest + max_tokens} or more")
             self.tasks.append(BenchmarkTask(name=b.name, problems=problems, prompts=prompts,
                                             samples=b.samples, temperature=b.temperature,
-                                            max_tokens=ev.max_new_tokens,
-                                            stop=stop_strings(b.prompt)))
+                                            max_tokens=max_tokens,
+                                            stop=proto.stop, protocol=proto))
 
     def __call__(self, model: str) -> dict[str, float]:
         keep = self.report_dir is not None
@@ -86,7 +99,7 @@ class Evaluator:
                    for t in self.tasks]
         out: dict[str, float] = {}
         first = results[0]["summary"]
-        out.update(accuracy=first["pass@1"], format=first["boxed"], n=first["n"])
+        out.update(accuracy=first["greedy"], format=first["boxed"], n=first["n"])
         for r in results:
             out.update({f"eval/{r['name']}/{k}": v for k, v in r["summary"].items()})
         if keep:

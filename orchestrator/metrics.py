@@ -27,8 +27,8 @@ def format_step(step: int, total: int, m: dict[str, float]) -> str:
 
 
 def format_eval(step: int, result: dict) -> str:
-    """`eval at step 6: arith pass@1 40.0% boxed 80.0% mean@4 35.0% maj@4 45.0% (n=30) | ...`;
-    a result without benchmark keys: its accuracy and boxed rate."""
+    """`eval at step 6: arith greedy 40.0% ± 9.1% boxed 80.0% ± 7.4% (n=30) | ...` (each score
+    with its standard error); a result without benchmark keys: its accuracy and boxed rate."""
     benches: dict[str, dict[str, float]] = {}
     for k, v in result.items():
         if k.startswith("eval/") and k.count("/") == 2:
@@ -41,8 +41,11 @@ def format_eval(step: int, result: dict) -> str:
                 + (f"  (n={int(n)})" if n is not None else ""))
     parts = []
     for name, m in benches.items():
-        shown = [f"{k} {v:.1%}" for k, v in m.items()
-                 if k == "boxed" or k.startswith(("pass@", "mean@", "maj@"))]
+        # `pass@1` is the stored alias of `greedy`; `<k>_se` is the standard error of `k`.
+        shown = [f"{k} {v:.1%}" + (f" ± {m[k + '_se']:.1%}" if k + "_se" in m else "")
+                 for k, v in m.items()
+                 if (k in ("greedy", "boxed") or k.startswith(("pass@", "mean@", "maj@")))
+                 and not k.endswith("_se") and not (k == "pass@1" and "greedy" in m)]
         parts.append(f"{name} " + " ".join(shown)
                      + (f" (n={int(m['n'])})" if "n" in m else ""))
     return f"eval at step {step}: " + " | ".join(parts)

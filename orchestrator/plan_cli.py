@@ -17,7 +17,7 @@ def render(plan, cfg) -> list[str]:
     """The plan as aligned text lines (the CLI prints them; profiles carry them as comments)."""
     from services.memory.plan import step_kv_tokens
 
-    lines = [f"memory plan: {cfg.name} on a {plan.card_bytes / 2**30:g} GiB card (GiB)"]
+    lines = [f"memory plan: {cfg.name} on a {plan.card_name}, in GiB"]
     for side in ("generator", "learner", "other"):
         comps = getattr(plan, side).components
         parts = "  ".join(f"{k} {_gib(v)}" for k, v in comps.items())
@@ -25,7 +25,7 @@ def render(plan, cfg) -> list[str]:
     if plan.generator_asleep is not None:
         lines.append(f"  generator asleep while the learner steps: {_gib(plan.generator_asleep)}")
     verdict = "fits" if plan.fits else "DOES NOT FIT"
-    lines.append(f"  total     {_gib(plan.total):>6}  of {plan.card_bytes / 2**30:g}: {verdict} "
+    lines.append(f"  total     {_gib(plan.total):>6}  of {_gib(plan.card_bytes)}: {verdict} "
                  f"(largest: {plan.largest()[0]})")
     lines.append(f"  KV cache for {step_kv_tokens(cfg)} tokens (one step at the longest lengths)")
     return lines
@@ -48,7 +48,8 @@ def compose_env(cfg, plan, model_path: str) -> dict[str, str]:
 def plan(
     config: Path,
     gpu_gb: Annotated[float | None, typer.Option(
-        "--gpu-gb", help="Card size in GiB (default: gpu.memory_gb of the config, else 12)",
+        "--gpu-gb", help="Card size as sold, in GB; the plan fills what CUDA reports for it "
+        "(default: gpu.memory_bytes, else gpu.memory_gb of the config, else 12)",
     )] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object, sizes in bytes")] = False,

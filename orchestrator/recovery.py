@@ -11,6 +11,7 @@ place (the store keys metrics by step), so each step is recorded once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -58,16 +59,15 @@ class Recovery:
         t0 = time.monotonic()
         log.warning("step %d: %s fault (%s: %s); recovering", at, kind, type(err).__name__,
                     str(err).splitlines()[0][:200] if str(err) else "")
-        if kind == "generator":
-            done = self.stack.recover_generator()
-            self.handle.sync.reset()
-        else:
-            self.handle.replace_learner()
-            done = "learner respawned"
         ckpt = checkpoint.latest(self.handle.checkpoints)
         if ckpt is None:
             raise RuntimeError(f"{kind} fault at step {at} and no checkpoint to resume from")
-        loop.restore(str(ckpt))
+        if kind == "generator":
+            done = self.stack.recover_generator()
+            self.handle.sync.reset()
+            loop.restore(str(ckpt))
+        else:
+            done = self._respawn_learner(str(ckpt), loop.cfg.learner.respawn_wait_s)
         redo = f"; steps {loop.state.step + 1}-{at - 1} are redone" \
             if at - 1 > loop.state.step else ""
         self.note(loop.state.step, (
@@ -75,3 +75,40 @@ class Recovery:
             f"checkpoint of step {loop.state.step} in {time.monotonic() - t0:.1f} s{redo} "
             f"({kind} restart {self.counts[kind]} of {self.limits[kind]})"))
         return True
+
+    def recycle_generator(self, step: int) -> bool:
+        """Between steps: restart the generator we launched if its memory passed
+        `generator.recycle_above_gib`, and serve the current policy again. True if it did.
+        A restart that fails raises (the run fails with the reason), as a fault would."""
+        bound = self.handle.loop.cfg.generator.recycle_above_gib
+        held = self.stack.generator_memory() if bound is not None else None
+        if held is None or held <= bound * 2**30:
+            return False
+        t0 = time.monotonic()
+        done = self.stack.recover_generator()
+        self.handle.sync.reset()
+        self.handle.loop.serve_current()  # the same version, loaded by the new server
+        after = self.stack.generator_memory() or 0
+        self.note(step, f"generator recycled after step {step}: it held {held / 2**30:.2f} GiB "
+                        f"(bound {bound:g} GiB); {done}, {after / 2**30:.2f} GiB after, in "
+                        f"{time.monotonic() - t0:.1f} s")
+        return True
+
+    def _respawn_learner(self, ckpt: str, wait_s: float) -> str:
+        """A new learner actor, restored from `ckpt`. When the old one's node died, Ray may
+        still count that node alive for a while and place the new actor there, where it dies
+        before it runs (ActorDiedError): start another until one runs or `wait_s` is over."""
+        deadline = time.monotonic() + wait_s
+        for attempt in itertools.count(1):
+            self.handle.replace_learner()
+            try:
+                self.handle.loop.restore(ckpt)
+                return "learner respawned" + (f" ({attempt} tries)" if attempt > 1 else "")
+            except ray.exceptions.RayActorError as e:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"no learner could be started in {wait_s:.0f} s "
+                                       f"({attempt} tries): {e}") from e
+                log.info("learner respawn %d did not run (%s); trying again", attempt,
+                         type(e).__name__)
+                time.sleep(2.0)
+        raise AssertionError("unreachable")

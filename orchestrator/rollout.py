@@ -15,8 +15,9 @@ from services.data import (
     load_problems,
     render_prompt,
 )
+from services.data.paper_prompt import left_truncate, paper_train_prefix, paper_train_prompt
 from services.generator.client import GeneratorClient
-from services.rewards import GraderPool, digit_token_share, score_math
+from services.rewards import GraderPool, digit_token_share, score_final_answer_line, score_math
 from services.schemas import Completion, GenerateRequest
 
 
@@ -38,20 +39,41 @@ def build_problems(data: DataConfig | EvalConfig, *, seed: int) -> list[Problem]
 
 
 class PromptCache:
-    """Renders each problem's chat prompt once (token ids are what we send to vLLM)."""
+    """Renders each problem's prompt once (token ids are what we send to vLLM): the chat
+    template, or the paper's "Question/Solution" text after `fewshot_prefix`; then only the
+    last `max_tokens` ids are kept (None: all)."""
 
     def __init__(self, tokenizer, problems: list[Problem], *, instruction: str,
-                 system: str | None):
+                 system: str | None, template: str = "chat", fewshot_prefix: str = "",
+                 max_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.problems = problems
         self.instruction = instruction
         self.system = system
+        self.template, self.prefix, self.max_tokens = template, fewshot_prefix, max_tokens
         self._ids: dict[int, list[int]] = {}
+
+    @classmethod
+    def from_config(cls, tokenizer, problems: list[Problem], data: DataConfig, *,
+                    seed: int) -> PromptCache:
+        # The exemplars are drawn once: every prompt of the run shows the same ones.
+        prefix = paper_train_prefix(data.fewshot, seed) if data.fewshot else ""
+        return cls(tokenizer, problems, instruction=data.instruction, system=data.system_prompt,
+                   template=data.template, fewshot_prefix=prefix,
+                   max_tokens=data.max_prompt_tokens)
+
+    def _render(self, question: str) -> list[int]:
+        if self.template == "question-solution":
+            # TRL tokenises the prompt text without special tokens; so do we.
+            text = paper_train_prompt(self.prefix, question)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return render_prompt(self.tokenizer, question, instruction=self.instruction,
+                             system=self.system)
 
     def __call__(self, i: int) -> list[int]:
         if i not in self._ids:
-            self._ids[i] = render_prompt(self.tokenizer, self.problems[i].question,
-                                         instruction=self.instruction, system=self.system)
+            ids = self._render(self.problems[i].question)
+            self._ids[i] = left_truncate(ids, self.max_tokens)
         return self._ids[i]
 
 
@@ -91,7 +113,10 @@ class Scorer:
             return Scored(rewards, zeros, zeros, 0)
         flat = [c.text for g in groups for c in g]
         flat_gold = [gold for g, gold in zip(groups, golds, strict=True) for _ in g]
-        res = score_math(self.pool, flat, flat_gold, self.cfg.format_weight)
+        if self.cfg.answer_format == "final-answer-line":
+            res = score_final_answer_line(flat, flat_gold, self.cfg.format_weight)
+        else:
+            res = score_math(self.pool, flat, flat_gold, self.cfg.format_weight)
         out = Scored([], [], [], sum(int(r.timed_out) for r in res))
         i = 0
         for g in groups:

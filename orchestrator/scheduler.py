@@ -175,6 +175,8 @@ class Scheduler:
                 rec.step(step, metrics, handle.sync.served, ref.path if ref else None)
                 if step % cfg.schedule.checkpoint_every == 0 or step == cfg.schedule.steps:
                     self._checkpoint(loop, handle.checkpoints, rec)
+                if step < cfg.schedule.steps:
+                    recovery.recycle_generator(step)
                 every = cfg.eval.every_n_steps
                 if evaluate and every and step % every == 0 and step < cfg.schedule.steps:
                     rec.eval(step, evaluate(handle.sync.served))

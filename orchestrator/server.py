@@ -26,13 +26,16 @@ from services.config import RunConfig, load_config
 from services.paths import model_problem
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.toml"
+TINY_MODEL = Path(".mathrl/tiny-model")
+"""The offline tiny model DEFAULT_CONFIG names (tests/test_api_guard.py checks they agree).
+A constant, not read from that file: an installed (non-editable) mathrl, as in the images, has
+no configs/ beside its package, and `--config` must work there all the same."""
 
 
 def stack_config(settings: Settings) -> RunConfig:
-    default = load_config(DEFAULT_CONFIG)
-    cfg = load_config(settings.config) if settings.config else default
+    cfg = load_config(settings.config or DEFAULT_CONFIG)
     model = cfg.model.name_or_path
-    if Path(model) == Path(default.model.name_or_path) and not Path(model).exists():
+    if Path(model) == TINY_MODEL and not Path(model).exists():
         # The offline tiny model of configs/tiny-cpu.toml (with or without --config): build it
         # on first use, so a fresh checkout's `mathrl up` works.
         from services.tinymodel import build_tiny_model

@@ -90,6 +90,15 @@ class Stack:
         except Exception:  # noqa: BLE001 - any failure to answer is "down"
             return False
 
+    def generator_memory(self) -> int | None:
+        """PSS of the generator we launched (its whole process group), bytes; None for one at
+        `generator.url` or one not running."""
+        if self.server is None or self.server.proc is None or self.server.proc.poll() is not None:
+            return None
+        from services.generator.memory import process_group_pss
+
+        return process_group_pss(self.server.proc.pid)
+
     def recover_generator(self) -> str:
         """Bring a dead or hung generator back: restart the one we launched (its whole process
         group is stopped first), or wait, bounded, for one at `generator.url` (compose restarts
@@ -165,8 +174,7 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(stack.model_path)
     problems = training_problems(cfg)  # without the eval questions (eval.hold_out)
-    prompts = PromptCache(tokenizer, problems, instruction=cfg.data.instruction,
-                          system=cfg.data.system_prompt)
+    prompts = PromptCache.from_config(tokenizer, problems, cfg.data, seed=cfg.schedule.seed)
     served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
     def spawn():
         return runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),

@@ -10,8 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from services.config_base import Section
+
+# BenchmarkConfig lives with the eval section; re-exported so `services.config` keeps every
+# section of the tree.
+from services.config_eval import BenchmarkConfig as BenchmarkConfig
+from services.config_eval import EvalConfig
 from services.data.prompts import DEFAULT_INSTRUCTION
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -23,12 +29,6 @@ any rank up to it is served."""
 def vllm_rank_for(rank: int) -> int:
     """The smallest `--max-lora-rank` vLLM accepts that holds an adapter of this rank."""
     return min((r for r in VLLM_LORA_RANKS if r >= rank), default=VLLM_LORA_RANKS[-1])
-
-
-class Section(BaseModel):
-    """Base of every section: typos in a config are errors, not silently ignored keys."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class ModelConfig(Section):
@@ -89,6 +89,17 @@ class DataConfig(Section):
     """Appended to every question in the user turn of the chat template."""
     system_prompt: str | None = None
     """Optional system message."""
+    template: Literal["chat", "question-solution"] = "chat"
+    """`chat`: the model's chat template with the question and `instruction` (a template whose
+    default system message already says `instruction` gets the bare question). `question-
+    solution`: the YouronMath paper's plain text, "Question: ...\nSolution: Let's think step
+    by step. " after `fewshot` worked exemplars, no chat template (`instruction` unused)."""
+    fewshot: int = Field(0, ge=0, le=8)
+    """Worked exemplars before each question (`question-solution` only): this many of Wei et
+    al.'s eight, drawn once per run with `schedule.seed`, the same for every prompt."""
+    max_prompt_tokens: int | None = Field(None, ge=1, le=131072)
+    """Keep only the last N prompt tokens (TRL's `max_prompt_length`, which cuts from the
+    left: the start of the exemplars goes first, the question stays). None: whole prompts."""
     arith: ArithConfig = Field(default_factory=ArithConfig)
     """Settings of the synthetic arithmetic task (`source = "arith"`)."""
 
@@ -96,6 +107,8 @@ class DataConfig(Section):
     def _path_needed(self) -> DataConfig:
         if self.source in ("gsm8k", "math", "hf") and not self.path:
             raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.fewshot and self.template != "question-solution":
+            raise ValueError("data.fewshot needs data.template = \"question-solution\"")
         return self
 
 
@@ -158,7 +171,13 @@ class RewardConfig(Section):
     `digit_share`: share of completion tokens containing a digit (a dense toy reward that a
     random tiny model can learn; used by tests)."""
     format_weight: float = Field(0.1, ge=0.0, le=10.0)
-    """Weight of the format reward (a complete `\\boxed{}` answer)."""
+    """Weight of the format reward (see `answer_format`)."""
+    answer_format: Literal["boxed", "final-answer-line"] = "boxed"
+    """`boxed`: the answer is read by the grader (last `\\boxed{}`, `####`, "the answer is")
+    and checked by math-verify; the format reward is a complete `\\boxed{}`.
+    `final-answer-line`: the YouronMath paper's rewards (its `utils.py`): the number after
+    the FIRST `####` of the completion, compared as a float (within 1e-3); the format reward
+    is a line `#### The final answer is N` (N digits)."""
     timeout_s: float = Field(5.0, gt=0.0, le=120.0)
     """Per-completion grading limit; a grader past it is killed and the item scores 0."""
     num_workers: int = Field(2, ge=1, le=64)
@@ -167,7 +186,12 @@ class RewardConfig(Section):
 
 class LearnerConfig(Section):
     lr: float = Field(1e-5, gt=0.0, le=1.0)
-    """AdamW learning rate (constant)."""
+    """AdamW peak learning rate (see `lr_schedule`)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """`constant`, or `linear`: from `lr` after warm-up down to 0 at `schedule.steps`
+    (transformers' `get_linear_schedule_with_warmup`, TRL's default)."""
+    warmup_steps: int = Field(0, ge=0, le=1_000_000)
+    """Steps over which the learning rate rises linearly from 0 to `lr` (both schedules)."""
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     """AdamW weight decay."""
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
@@ -204,6 +228,10 @@ class LearnerConfig(Section):
     max_restarts: int = Field(3, ge=0, le=100)
     """Times per run a dead or hung learner is respawned and restored from the last
     checkpoint before the run fails."""
+    respawn_wait_s: float = Field(300.0, gt=0.0, le=7200.0)
+    """How long a respawn may wait for a node with the `learner` resource: when the learner's
+    whole node died (a container or machine), Ray takes ~30 s to see it dead, an actor placed
+    on it meanwhile dies before it runs, and the node itself may take a while to come back."""
     cap_cuda_memory: bool = True
     """On CUDA, cap this process at the memory plan's learner total (plus `gpu.margin_gb`) with
     `torch.cuda.set_per_process_memory_fraction`, so an overrun fails with a message naming the
@@ -256,6 +284,12 @@ class GeneratorConfig(Section):
     for (`url`, e.g. compose restarts it) before the run fails."""
     restart_wait_s: float = Field(300.0, gt=0.0, le=7200.0)
     """How long to wait for a generator at `url` to answer again after it went away."""
+    recycle_above_gib: float | None = Field(None, gt=0.0, le=4096.0)
+    """Restart the generator mathrl launched, between steps, once its memory (PSS summed over
+    its processes) passes this many GiB, and serve the current policy again; the run records a
+    note. vLLM's CPU engine grows a few MiB a minute while it generates (docs/benchmarks.md),
+    so a night-long run stays flat with a bound. None: never. A generator at `url` is not
+    recycled (whoever runs it owns its lifecycle)."""
     keep_adapters: int = Field(3, ge=1, le=1_000_000)
     """Served adapter versions kept on disk per run; older `adapters/step-N` folders are deleted
     once vLLM has unloaded them (the final adapter is always kept)."""
@@ -279,64 +313,19 @@ class GeneratorConfig(Section):
 
 class GpuConfig(Section):
     memory_gb: float | None = Field(None, gt=0.0, le=1024.0)
-    """Memory of the one card that generator and learner share, in GiB as `nvidia-smi` shows it
-    (an RTX 3080 Ti: 12). When set, `POST /runs` and `mathrl train` refuse a run whose memory
-    plan does not fit; None: plan against 12 GiB and refuse only on CUDA."""
+    """Size of the one card that generator and learner share, as sold (an RTX 3080 Ti: 12).
+    The plan fills what CUDA reports for such a card, less than that many GiB (12 GB: 11.75
+    GiB; the table in services/memory/plan.py, `REPORTED_MIB`). When set, `POST /runs` and
+    `mathrl train` refuse a run whose memory plan does not fit; None: plan against a 12 GB card
+    and refuse only on CUDA."""
+    memory_bytes: int | None = Field(None, ge=1 << 30, le=1 << 40)
+    """The card's exact total as CUDA reports it, in bytes (`python -c "import torch; print(
+    torch.cuda.get_device_properties(0).total_memory)"`): replaces the table's figure for
+    `memory_gb`, and binds the run like `memory_gb`. None: the table's."""
     reserved_gb: float = Field(0.0, ge=0.0, le=1024.0)
     """Memory other programs hold on the card (a desktop session takes ~0.3-0.8 GiB)."""
     margin_gb: float = Field(0.25, ge=0.0, le=64.0)
     """Slack the plan keeps free for allocator fragmentation and estimate error."""
-
-
-class BenchmarkConfig(Section):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    """`gsm8k`, `math500`, `aime24`, `amc23` (their Hugging Face test sets unless `path` is
-    given), `arith` (distinct draws of the run's synthetic task, or single-digit sums), or any
-    name with a `path`. Metrics appear as `eval/<name>/<metric>`."""
-    path: str | None = None
-    """Local JSON/JSONL copy (the public formats of the named sets; else name the fields)."""
-    question_field: str | None = None
-    """Question field of a local file of another format."""
-    answer_field: str | None = None
-    """Answer field of a local file of another format (`#### N` answers are cut to N)."""
-    limit: int | None = Field(64, ge=1)
-    """Evaluate on the first N problems (None: all)."""
-    samples: int = Field(0, ge=0, le=256)
-    """k sampled completions per problem for `mean@k`, `maj@k` and `pass@k` (0: greedy only)."""
-    temperature: float = Field(0.6, gt=0.0, le=5.0)
-    """Sampling temperature of the k samples."""
-    prompt: Literal["zero-shot", "few-shot"] = "zero-shot"
-    """`zero-shot`: the training prompt (chat template + `data.instruction`); `few-shot`: the
-    GSM8K 8-shot chain-of-thought text of Wei et al., no chat template."""
-
-
-class EvalConfig(Section):
-    every_n_steps: int = Field(0, ge=0, le=1_000_000)
-    """Evaluate every N steps (0: only before and after training when `enabled`)."""
-    enabled: bool = False
-    """Evaluate at step 0, every `every_n_steps` and at the end of the run, through the running
-    generator with the current policy."""
-    benchmarks: list[BenchmarkConfig] = Field(default_factory=list, max_length=16)
-    """Benchmarks to evaluate (`[[eval.benchmarks]]`); empty: one benchmark named after
-    `source`, from `source`/`path`/`limit` below."""
-    hold_out: bool = True
-    """Drop from the training problems every problem whose question an evaluated benchmark
-    asks, so evaluation measures problems the run never trained on."""
-    source: Literal["gsm8k", "math", "hf", "arith"] = "arith"
-    """Eval data source (as `data.source`)."""
-    path: str | None = None
-    """Eval data path (as `data.path`)."""
-    limit: int | None = Field(64, ge=1)
-    """Evaluate on the first N problems."""
-    max_new_tokens: int = Field(256, ge=1, le=32768)
-    """Longest eval completion."""
-
-    @model_validator(mode="after")
-    def _distinct_names(self) -> EvalConfig:
-        names = [b.name for b in self.benchmarks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"eval.benchmarks: names must be distinct, got {names}")
-        return self
 
 
 class ScheduleConfig(Section):

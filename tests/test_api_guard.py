@@ -248,6 +248,21 @@ def test_a_fresh_checkout_builds_the_tiny_model_for_its_config(tmp_path, monkeyp
     assert cfg.model.name_or_path == ".mathrl/tiny-model"
 
 
+def test_up_needs_no_configs_folder_beside_an_installed_package(tmp_path, monkeypatch):
+    """An installed (non-editable) mathrl, as in the images, has no configs/ beside its
+    package: `--config` must work without the default config file (the CPU compose stack's
+    orchestrator failed so), and the tiny model it names is still the one built on first use."""
+    from orchestrator import server
+    from orchestrator.settings import Settings
+
+    assert load_config(server.DEFAULT_CONFIG).model.name_or_path == str(server.TINY_MODEL)
+    monkeypatch.setattr(server, "DEFAULT_CONFIG", tmp_path / "site-packages" / "tiny-cpu.toml")
+    monkeypatch.chdir(tmp_path)
+    cfg = server.stack_config(Settings(config=TINY))
+    assert (tmp_path / ".mathrl" / "tiny-model" / "config.json").is_file()
+    assert cfg.model.name_or_path == ".mathrl/tiny-model"
+
+
 def test_event_ids_past_sqlite_integers_are_422(api):
     """Found by tests/test_api_fuzz.py: a resume id past 2**63 - 1 broke the open stream."""
     url, _, store = api

@@ -458,3 +458,106 @@ def test_api_on_loopback_and_one_token_for_api_and_generator(env, cfg):
     # vLLM takes an empty key as none: without a token the generator stays open, as the API.
     assert not environment(resolve(yaml.safe_load(COMPOSE.read_text()), env)["services"][
         "generator"])["VLLM_API_KEY"]
+
+
+def test_generator_keeps_its_compile_cache(compose, services):
+    """vLLM's torch.compile cache (VLLM_CACHE_ROOT, by default ~/.cache/vllm of root, with the
+    Inductor and Triton caches under it) is a named volume, so a restarted generator reuses
+    the compiled model instead of compiling for minutes."""
+    gen_env = environment(services["generator"])
+    root = gen_env.get("VLLM_CACHE_ROOT") or str(
+        PurePosixPath(gen_env.get("XDG_CACHE_HOME", "/root/.cache")) / "vllm")
+    volume = mounts(services["generator"]).get(root)
+    assert volume in (compose.get("volumes") or {}), f"{root} is not on a named volume"
+    # Only the generator compiles: the volume is not shared with the mathrl image.
+    assert all(mounts(services[n]).get(root) is None for n in ("learner", "orchestrator"))
+
+
+def test_mathrl_image_needs_no_vllm(services):
+    """The learner/orchestrator image installs the `cuda` extra (torch + bitsandbytes), not
+    vLLM: no module of the package imports vllm, the orchestrator reaches the generator
+    service by URL (so it never launches vLLM), and its torch is the one the generator
+    image's vLLM pins (docker/constraints.txt)."""
+    import ast
+    import tomllib
+
+    for path in [*(ROOT / "services").rglob("*.py"), *(ROOT / "orchestrator").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "vllm" for n in names), f"{path} imports vllm"
+    assert option(mathrl_up(services), "--generator-url")
+    text = DOCKERFILE.read_text()
+    installs = re.findall(r"pip install [^\n]*'\.\[([a-z,]+)\]'", text)
+    assert installs == ["cuda"], installs
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert not any(dep.startswith("vllm") for dep in extras["cuda"])
+    pins = dict(line.split("==") for line in (ROOT / "docker" / "constraints.txt").read_text()
+                .splitlines() if "==" in line and not line.startswith("#"))
+    assert f"torch=={pins['torch']}" in extras["cuda"]
+    assert services["generator"]["image"].endswith(f":v{pins['vllm']}")
+
+
+# --- docker/compose.cpu.yml: the same shape, on the CPU (started for real by
+# tests/test_compose_cpu.py; these checks need no Docker) -------------------------------
+
+CPU_COMPOSE = ROOT / "docker" / "compose.cpu.yml"
+
+
+@pytest.fixture(scope="module")
+def cpu_services() -> dict:
+    return resolve(yaml.safe_load(CPU_COMPOSE.read_text()), {})["services"]
+
+
+def test_cpu_stack_has_the_gpu_stacks_shape(cpu_services):
+    assert set(cpu_services) == set(SERVICES)
+    starts = ray_starts(cpu_services)
+    owners = [n for n, cmd in starts if "learner" in json.loads(option(cmd, "--resources")
+                                                                or "{}")]
+    assert owners == ["learner"]
+    assert [n for n, cmd in starts if "--head" in cmd] == ["orchestrator"]
+    up = mathrl_up(cpu_services)
+    assert option(up, "--generator-url") == "http://generator:8000"
+    assert option(up, "--ray-address") == "auto"
+    # One config for the stack: the generator serves the model `mathrl up` plans runs for.
+    gens = [cmd for name, cmd in mathrl_commands(cpu_services) if name == "generator"]
+    assert len(gens) == 1 and gens[0][1] == "generator", gens
+    assert option(gens[0], "--config") == option(up, "--config")
+    assert (option(gens[0], "--host"), option(gens[0], "--port")) == ("0.0.0.0", "8000")
+    for name, svc in cpu_services.items():
+        assert mounts(svc).get("/data") == "mathrl-data", name
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert svc.get("restart") == "unless-stopped", name
+        for port in svc.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert cpu_services["orchestrator"]["depends_on"]["generator"]["condition"] == \
+        "service_healthy"
+    assert cpu_services["learner"]["depends_on"]["orchestrator"]["condition"] == \
+        "service_started"
+    for name in ("learner", "orchestrator"):
+        envs = environment(cpu_services[name])
+        assert envs["MATHRL_WORK_DIR"].startswith("/data/"), name
+
+
+def test_cpu_generator_is_the_launchers_server(tmp_path, monkeypatch):
+    """`mathrl generator` runs exactly what `mathrl up` would launch for the config: the
+    launcher's flags and environment, on the host/port given, the model by absolute path (the
+    name the orchestrator's client asks for)."""
+    from orchestrator.generator_cli import generator_command
+    from services.generator.launcher import server_args, server_env
+    from services.tinymodel import build_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny_model(tmp_path / ".mathrl" / "tiny-model")
+    tiny = ROOT / "configs" / "tiny-cpu.toml"
+    argv_, env_ = generator_command(tiny, host="0.0.0.0", port=8000, device="cpu",
+                                    api_key="k")
+    cfg = load_config(tiny)
+    cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
+        update={"host": "0.0.0.0", "port": 8000})})
+    model = str(tmp_path / ".mathrl" / "tiny-model")
+    assert argv_[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    assert argv_[5:] == server_args(cfg, model_path=model, device="cpu")
+    assert env_ == server_env(cfg.generator, device="cpu", api_key="k")
+    assert "--enable-lora" in argv_ and env_["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"

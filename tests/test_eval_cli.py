@@ -54,7 +54,7 @@ def test_eval_compare_base_and_adapter(tiny_model_dir, tmp_path):
     line = json.loads(out.stdout.strip().splitlines()[-1])
     base, tuned = line["summary"]["base"]["sums"], line["summary"]["adapter"]["sums"]
     # The adapter answers \boxed{3} everywhere: exactly the three sums that are 3 are right.
-    assert tuned["pass@1"] == 0.5 and tuned["boxed"] == 1.0
+    assert tuned["greedy"] == tuned["pass@1"] == 0.5 and tuned["boxed"] == 1.0
     assert base["pass@1"] == 0.0  # the random base model does not box the right sum
     for s in (base, tuned):
         assert s["n"] == 6 and {"mean@3", "maj@3", "pass@2", "pass@3"} <= set(s)
@@ -82,5 +82,8 @@ def _table(report: dict) -> str:
     from orchestrator.eval_report import table
 
     text = table(report)
-    assert "pass@1" in text and "maj@3" in text and "base" in text and "adapter" in text
+    assert "greedy" in text and "maj@3" in text and "base" in text and "adapter" in text
+    # The greedy score is called `greedy` (pass@1 is its stored alias, not a second row), and
+    # every score carries its standard error.
+    assert "pass@1" not in text and "±" in text
     return text

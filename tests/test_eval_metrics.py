@@ -3,6 +3,7 @@ reward's own grader (no model involved)."""
 
 from __future__ import annotations
 
+import statistics
 from math import comb
 
 import pytest
@@ -73,7 +74,14 @@ def test_summary_of_a_vote_table():
     assert s["maj@4"] == pytest.approx(1 / 3)
     want2 = (pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2) + 0.0) / 3
     assert s["pass@2"] == pytest.approx(want2) and s["pass@4"] == pytest.approx(2 / 3)
-    assert set(summarize(items, 0)) == {"n", "pass@1", "boxed"}
+    # `greedy` is the greedy score; `pass@1` stays as its alias (stored metric keys).
+    assert set(summarize(items, 0)) == {"n", "greedy", "pass@1", "boxed", "greedy_se",
+                                        "boxed_se"}
+    assert s["greedy"] == s["pass@1"]
+    # Standard errors: sample std / sqrt(n), over problems (greedy 1,0,0: sqrt(1/3) / sqrt(3)).
+    assert s["greedy_se"] == pytest.approx((1 / 3) ** 0.5 / 3 ** 0.5)
+    assert s["mean@4_se"] == pytest.approx(statistics.stdev([0.5, 0.25, 0.0]) / 3 ** 0.5)
+    assert summarize(items[:1], 0)["greedy_se"] == 0.0
     with pytest.raises(ValueError):
         summarize(items, 3)
 

@@ -118,3 +118,34 @@ def test_generator_killed_mid_run(stack, tiny_model_dir, tmp_path):
         os.killpg(old["pgid"], 0)
     assert stack.generator_up()
     print(f"vLLM SIGKILL: next step recorded {took:.1f} s later")
+
+
+def test_generator_recycled_past_its_memory_bound(stack, tiny_model_dir, tmp_path):
+    """generator.recycle_above_gib: between steps, a launched vLLM holding more than the bound
+    is restarted on purpose and serves the current version again; the run notes it and goes on.
+    (A bound of 0.01 GiB: any live server passes it, so it recycles after step 1 and not after
+    the last step.)"""
+    cfg = tiny_config(tiny_model_dir, name="recycle", schedule__steps=2,
+                      generator__port=stack.cfg.generator.port,
+                      generator__recycle_above_gib=0.01)
+    old_pid = stack.server.proc.pid
+    held = stack.generator_memory()
+    assert held is not None and held > 100 * 2**20  # a vLLM server holds far more than 100 MiB
+    store, sched = _scheduler(stack, tmp_path)
+    try:
+        rid = store.create_run(cfg.name, cfg.model_dump(mode="json"), cfg.schedule.steps)
+        _wait(lambda: store.get(rid).status in ("completed", "failed"), 400, "the run's end")
+        run = store.get(rid)
+        assert run.status == "completed", run.error
+        assert [m.step for m in store.metrics(rid)] == [1, 2]
+    finally:
+        sched.stop()
+    notes = [(e.step, e.data["message"]) for e in store.events(rid) if e.kind == "note"]
+    recycled = [n for n in notes if "generator recycled" in n[1]]
+    assert [s for s, _ in recycled] == [1], notes
+    assert stack.server.proc.pid != old_pid
+    with pytest.raises(ProcessLookupError):
+        os.killpg(old_pid, 0)  # nothing of the old server is left
+    # Step 2 sampled from the new server through the run's adapter name: had the restart not
+    # served the current version again, that request would have failed (404) as a fault.
+    assert "generator fault" not in " ".join(n for _, n in notes), notes

@@ -13,7 +13,12 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.config import RunConfig
-from services.paths import default_data_roots, model_problem, source_problem
+from services.paths import (
+    data_file_problem,
+    default_data_roots,
+    model_problem,
+    source_problem,
+)
 
 DEFAULT_WORK_DIR = Path(".mathrl/work")
 
@@ -51,6 +56,11 @@ class ApiPolicy:
             msg = source_problem(sec.source, sec.path, self.data_roots)
             if msg is not None:
                 return f"{section}.path", msg
+        for i, b in enumerate(cfg.eval.benchmarks):  # local files too, never a Hub name
+            for name in ("path", "fewshot_path"):
+                value = getattr(b, name)
+                if value and (msg := data_file_problem(value, self.data_roots)) is not None:
+                    return f"eval.benchmarks.{i}.{name}", msg
         seqs = cfg.rollout.prompts_per_step * cfg.rollout.group_size
         if seqs > self.max_sequences_per_step:
             return ("rollout.prompts_per_step",

@@ -38,7 +38,7 @@ class RunPublic(Public):
     run_dir: str | None = None
     evals: list[dict] = []
     """Evaluation results, oldest first: {"step", "eval/<benchmark>/<metric>": value, ...,
-    and "accuracy", "format", "n" of the first benchmark (its greedy pass@1, boxed rate, size)}."""
+    and "accuracy", "format", "n" of the first benchmark (its greedy score, boxed rate, size)}."""
 
 
 class RunsPublic(Public):

@@ -32,6 +32,15 @@ def _as_id_list(out: Any) -> list[int]:
     return [int(t) for t in out]
 
 
+def default_system_text(tokenizer) -> str:
+    """What the chat template writes around an empty user turn when no system message is
+    given: Qwen2.5-Math's template puts "Please reason step by step, and put your final
+    answer within \\boxed{}." there on its own."""
+    out = tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
+                                        add_generation_prompt=True)
+    return out if isinstance(out, str) else ""
+
+
 def render_prompt(
     tokenizer: Any,
     question: str,
@@ -42,12 +51,15 @@ def render_prompt(
     """Prompt token ids for ``question``, ending where the assistant's answer starts.
 
     With a chat template: ``[system?, user(question + "\\n" + instruction)]`` rendered with
-    ``add_generation_prompt=True``. Without one (base models): plain text
-    ``[system + "\\n"] + question + "\\n" + instruction + "\\n"``, encoded with the tokenizer's
-    special tokens (e.g. BOS).
+    ``add_generation_prompt=True``; the bare question when there is no `system` and the
+    template's own default system message already holds `instruction`. Without one (base
+    models): plain text ``[system + "\\n"] + question + "\\n" + instruction + "\\n"``,
+    encoded with the tokenizer's special tokens (e.g. BOS).
     """
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}] if system else []
+        if instruction and not system and instruction in default_system_text(tokenizer):
+            instruction = ""  # the template says it already (Qwen2.5-Math): say it once
         messages.append({"role": "user", "content": user_message(question, instruction)})
         out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return _as_id_list(out)

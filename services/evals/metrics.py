@@ -1,4 +1,5 @@
-"""Benchmark metrics as pure functions: greedy pass@1, mean@k, maj@k and unbiased pass@k.
+"""Benchmark metrics as pure functions: greedy, mean@k, maj@k and unbiased pass@k, each with
+its standard error.
 
 Each problem contributes one greedy verdict and, when k samples were drawn, k sample verdicts
 plus the extracted answer of each sample. The answers and verdicts come from the reward's
@@ -75,23 +76,36 @@ def pass_k_values(k: int) -> list[int]:
     return out + ([k] if k > 1 else [])
 
 
+def std_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of per-problem scores: sample std (n - 1) / sqrt(n); 0 for
+    one problem. For 0/1 verdicts that is sqrt(p (1 - p) / (n - 1)), the usual +- of a
+    benchmark accuracy; for mean@k it is over problems, k samples averaged within each."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
 def summarize(items: Sequence[ProblemVerdicts], k: int) -> dict[str, float]:
-    """Benchmark summary: `pass@1` (greedy), `boxed` (greedy format rate) and, with k > 0
-    samples per problem, `mean@k`, `maj@k` and `pass@j` for `pass_k_values(k)`; `n` is the
-    number of problems."""
+    """Benchmark summary: `greedy` (greedy decoding, share correct; also under its former name
+    `pass@1`, kept for the metric keys runs already stored), `boxed` (greedy format rate) and,
+    with k > 0 samples per problem, `mean@k`, `maj@k` and `pass@j` for `pass_k_values(k)`;
+    `n` is the number of problems and `<metric>_se` the standard error of each score."""
     if not items:
         raise ValueError("no problems to summarize")
     out: dict[str, float] = {"n": float(len(items))}
+    per: dict[str, list[float]] = {}
     greedy = [it for it in items if it.greedy is not None]
     if greedy:
-        out["pass@1"] = statistics.fmean(float(it.greedy) for it in greedy)
-        out["boxed"] = statistics.fmean(float(it.greedy_boxed) for it in greedy)
+        per["greedy"] = [float(it.greedy) for it in greedy]
+        per["boxed"] = [float(it.greedy_boxed) for it in greedy]
     if k > 0:
         if any(len(it.samples) != k for it in items):
             raise ValueError(f"every problem needs exactly {k} sample verdicts")
-        out[f"mean@{k}"] = statistics.fmean(sum(it.samples) / k for it in items)
-        out[f"maj@{k}"] = statistics.fmean(float(it.majority) for it in items)
+        per[f"mean@{k}"] = [sum(it.samples) / k for it in items]
+        per[f"maj@{k}"] = [float(it.majority) for it in items]
         for j in pass_k_values(k):
-            out[f"pass@{j}"] = statistics.fmean(pass_at_k(k, sum(it.samples), j)
-                                                for it in items)
+            per[f"pass@{j}"] = [pass_at_k(k, sum(it.samples), j) for it in items]
+    for name, values in per.items():
+        out[name] = statistics.fmean(values)
+        out[f"{name}_se"] = std_error(values)
+    if greedy:
+        out["pass@1"] = out["greedy"]
     return out

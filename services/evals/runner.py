@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from services.data import Problem
 from services.evals.metrics import ProblemVerdicts, majority_vote, summarize
+from services.evals.protocols import Protocol, get_protocol
 from services.generator.client import GeneratorClient
-from services.rewards import GraderPool, extract_answer, score_math
+from services.rewards import GraderPool, has_boxed
 from services.schemas import Completion, GenerateRequest
 
 
@@ -31,8 +32,10 @@ class BenchmarkTask:
     """Sampling temperature of the k samples."""
     max_tokens: int = 512
     greedy: bool = True
-    """Also take one greedy completion per problem (`pass@1`)."""
+    """Also take one greedy completion per problem (`greedy`)."""
     stop: list[str] | None = None
+    protocol: Protocol | None = None
+    """How completions are read and graded (None: the project's grader, `mathrl`)."""
 
 
 def _generate(client: GeneratorClient, model: str, task: BenchmarkTask, n: int,
@@ -64,27 +67,29 @@ def run_benchmark(client: GeneratorClient, pool: GraderPool, model: str,
     sampled = _generate(client, model, task, task.samples, task.temperature) \
         if task.samples else None
     out = grade_benchmark(pool, task.name, task.problems, greedy, sampled,
-                          keep_items=keep_items)
+                          keep_items=keep_items, protocol=task.protocol)
     out["summary"]["seconds"] = time.perf_counter() - t0
     return out
 
 
 def grade_benchmark(pool: GraderPool, name: str, problems: list[Problem],
                     greedy: list[list[Completion]] | None,
-                    sampled: list[list[Completion]] | None, *, keep_items: bool = True) -> dict:
+                    sampled: list[list[Completion]] | None, *, keep_items: bool = True,
+                    protocol: Protocol | None = None) -> dict:
     """Grade given completions (`greedy[i][0]`, `sampled[i][:k]` for problem i) and summarise
-    them; `run_benchmark` without the generator."""
+    them; `run_benchmark` without the generator. `protocol` reads the answers (default: the
+    reward's own grader)."""
     golds = [p.answer for p in problems]
     k = len(sampled[0]) if sampled else 0
-    # One grader call for every completion: the same scoring the GRPO reward uses.
+    # One grader call for every completion (by default the same grader the GRPO reward uses).
     texts: list[str] = []
     text_golds: list[str] = []
     for i, gold in enumerate(golds):
         group = ([greedy[i][0]] if greedy else []) + (sampled[i] if sampled else [])
         texts += [c.text for c in group]
         text_golds += [gold] * len(group)
-    scores = score_math(pool, texts, text_golds, 0.0)
-    answers = [extract_answer(t) for t in texts]
+    answers, correct = (protocol or get_protocol("mathrl")).grade(pool, texts, text_golds)
+    boxed = [has_boxed(t) for t in texts]
     per = (1 if greedy else 0) + k
     maj = majority_table(pool, [answers[i * per + per - k: (i + 1) * per] for i in
                                 range(len(golds))]) if k else [None] * len(golds)
@@ -95,14 +100,13 @@ def grade_benchmark(pool: GraderPool, name: str, problems: list[Problem],
         v = ProblemVerdicts()
         item: dict = {"id": p.id, "question": p.question, "gold": p.answer}
         if greedy:
-            s = scores[base]
-            v.greedy, v.greedy_boxed = bool(s.correct), bool(s.format)
+            v.greedy, v.greedy_boxed = correct[base], boxed[base]
             item["greedy"] = {"completion": texts[base], "answer": answers[base],
                               "correct": v.greedy, "boxed": v.greedy_boxed,
                               "tokens": len(greedy[i][0].token_ids)}
         if k:
             first = base + per - k
-            v.samples = [bool(scores[first + j].correct) for j in range(k)]
+            v.samples = [correct[first + j] for j in range(k)]
             w = maj[i]
             v.majority = w is not None and v.samples[w]
             item["samples"] = [{"completion": texts[first + j], "answer": answers[first + j],

@@ -8,7 +8,6 @@ takes down exactly the processes we started, never anything matched by name.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -17,11 +16,19 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from services.config import GeneratorConfig, RunConfig
 from services.dtypes import resolve_dtype
+
+if TYPE_CHECKING:
+    from services.memory import MemoryPlan
+
+
+MAX_SHARE = 0.95
+"""The largest `--gpu-memory-utilization` passed (as `generator.gpu_memory_utilization`'s bound)."""
 
 
 class GeneratorError(RuntimeError):
@@ -39,16 +46,18 @@ def _planned_kv_bytes(cfg: RunConfig, model_path: str) -> int | None:
         return None
 
 
-def memory_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
-    """The flags that size vLLM, from the run's memory plan (services/memory).
+def memory_args(cfg: RunConfig, *, model_path: str, device: str,
+                plan: MemoryPlan | None = None) -> list[str]:
+    """The flags that size vLLM, from the run's memory plan (services/memory), or from `plan`
+    when the caller made its own (`mathrl eval`: vLLM alone on the card).
 
     `--max-num-seqs`: a step never has more than prompts x G sequences in flight, and vLLM's
     default (256) would profile a 256 x vocab fp32 sampler batch. `--logprobs-mode
     processed_logprobs`: the sampler's log-probs of the temperature-scaled distribution, the
     one the learner scores (the default is taken before temperature). On CUDA: the KV cache
     the plan sized for one step (`--kv-cache-memory-bytes`; vLLM then skips its own sizing),
-    the start-up check's share of the card, no second CUDA-graph set for LoRA-less batches
-    (every request of a run goes through an adapter), and the engine-step token budget.
+    the start-up check's share of the card, and the engine-step token budget. CUDA graphs
+    keep vLLM 0.32's defaults, which the plan counts (`plan.graph_captures`).
     """
     from services.memory import plan as mplan
 
@@ -57,34 +66,36 @@ def memory_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
             "--logprobs-mode", "processed_logprobs"]
     if device != "cuda":
         if gen.cpu_kvcache_space_gib is None:
-            kv = _planned_kv_bytes(cfg, model_path)
+            kv = (plan.generator.components["kv_cache"] if plan is not None
+                  else _planned_kv_bytes(cfg, model_path))
             if kv is not None:
                 args += ["--kv-cache-memory-bytes", str(kv)]
         return args
     args += ["--max-num-batched-tokens", str(gen.max_num_batched_tokens)]
-    if gen.sync_mode == "lora":
-        args += ["--compilation-config", json.dumps({"cudagraph_specialize_lora": False})]
     share = gen.gpu_memory_utilization
     if gen.kv_cache == "plan":
         from services.memory import load_shape
 
-        try:
-            plan = mplan.plan_run(load_shape(model_path), cfg)
-        except FileNotFoundError:
-            plan = None  # no config.json to plan from: let vLLM size the cache itself
+        if plan is None:
+            try:
+                plan = mplan.plan_run(load_shape(model_path), cfg)
+            except FileNotFoundError:
+                pass  # no config.json to plan from: let vLLM size the cache itself
         if plan is not None:
             args += ["--kv-cache-memory-bytes", str(plan.generator.components["kv_cache"])]
             # vLLM refuses to start unless this share of the card is free; it sizes nothing
             # else from it once the KV cache is given.
-            share = min(0.95, math.ceil(100 * plan.generator.total / plan.card_bytes) / 100)
+            share = min(MAX_SHARE, math.ceil(100 * plan.generator.total / plan.card_bytes) / 100)
     args += ["--gpu-memory-utilization", str(share)]
     if gen.sleep_mode:
         args.append("--enable-sleep-mode")
     return args
 
 
-def server_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
-    """The `vllm serve` flags for this config (without the executable and model)."""
+def server_args(cfg: RunConfig, *, model_path: str, device: str,
+                plan: MemoryPlan | None = None) -> list[str]:
+    """The `vllm serve` flags for this config (without the executable and model); `plan`: the
+    memory plan to size vLLM from instead of the run's (see `memory_args`)."""
     gen, model, lora = cfg.generator, cfg.model, cfg.lora
     args = [
         "--host", gen.host,
@@ -102,7 +113,7 @@ def server_args(cfg: RunConfig, *, model_path: str, device: str) -> list[str]:
     else:
         # Merged mode serves the policy itself under the stable alias.
         args += ["--served-model-name", gen.alias]
-    args += memory_args(cfg, model_path=model_path, device=device)
+    args += memory_args(cfg, model_path=model_path, device=device, plan=plan)
     if gen.enforce_eager:
         args.append("--enforce-eager")
     if not gen.enable_prefix_caching:
@@ -164,6 +175,19 @@ def detect_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:  # pragma: no cover - torch is a dependency
         return "cpu"
+
+
+def cuda_total_bytes() -> int | None:
+    """GPU 0's total as CUDA reports it (what `--gpu-memory-utilization` is a share of), read
+    in a child process so that this one holds no CUDA context while vLLM starts; None when it
+    cannot be read."""
+    code = "import torch; print(torch.cuda.get_device_properties(0).total_memory)"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 class VLLMServer:
@@ -256,14 +280,15 @@ class VLLMServer:
 
 
 def launch(cfg: RunConfig, *, model_path: str, log_path: Path,
-           device: str | None = None, api_key: str | None = None) -> VLLMServer:
+           device: str | None = None, api_key: str | None = None,
+           plan: MemoryPlan | None = None) -> VLLMServer:
     """Start a server for this config and block until it answers (or raise GeneratorError).
-    `api_key`: the key its `/v1` routes then require."""
+    `api_key`: the key its `/v1` routes then require; `plan`: see `memory_args`."""
     device = device or detect_device()
     gen = cfg.generator
     server = VLLMServer(
         model_path,
-        server_args(cfg, model_path=model_path, device=device),
+        server_args(cfg, model_path=model_path, device=device, plan=plan),
         server_env(gen, device=device, api_key=api_key),
         log_path=log_path, host=gen.host, port=gen.port,
     )

@@ -35,6 +35,7 @@ from services.learner.packing import (
     pack_groups,
     padding_share,
 )
+from services.learner.schedule import lr_factor
 from services.learner.shared_prompt import grouped_logprobs
 from services.schemas import AdapterRef, LearnResult, TrainBatch, TrainSequence
 
@@ -201,6 +202,13 @@ class Learner:
                     sampler_n += n
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.learner.max_grad_norm)
+        lc = self.cfg.learner
+        # The version counts optimizer steps and is restored with a checkpoint: the schedule
+        # is a function of it, with no scheduler state of its own.
+        lr = lc.lr * lr_factor(self.version, self.cfg.schedule.steps, lc.lr_schedule,
+                               lc.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1

@@ -10,7 +10,8 @@ from services.memory.shape import load_shape
 def applies(cfg: RunConfig) -> bool:
     """Plans bind runs on a GPU: a card is named, or the learner is told to use CUDA. A CPU
     run (`device = "cpu"`, or `auto` with no card named) has no card to overflow."""
-    return cfg.gpu.memory_gb is not None or cfg.learner.device == "cuda"
+    named = cfg.gpu.memory_gb is not None or cfg.gpu.memory_bytes is not None
+    return named or cfg.learner.device == "cuda"
 
 
 def fit_problem(cfg: RunConfig, model_path: str | None = None) -> tuple[str, str] | None:

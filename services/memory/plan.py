@@ -8,7 +8,8 @@ and `benchmarks/memory.py` measures the learner against them.
 What the GPU holds while a run trains (both processes stay resident; vLLM's memory is fixed at
 start, when it allocates its KV cache):
 
-    generator = context + weights + lora slots + profiling peak + CUDA graphs + KV cache
+    generator = context + weights + lora slots + profiling peak + penalty state
+                + CUDA graphs + KV cache
     learner   = context + weights + LoRA (params + grads) + optimizer state
                 + activations of one micro-batch + the log-prob working set
     total     = generator + learner + reserved (other programs) + margin
@@ -38,10 +39,13 @@ LEARNER_CONTEXT = 900 * MiB
 # workspaces: vLLM's "non-torch memory", typically 0.1-0.3 GiB on one GPU). Not measured here
 # (no vLLM on the GPU machine): the learner's context plus that.
 GENERATOR_CONTEXT = 1100 * MiB
-# CUDA-graph pool: vLLM's piecewise graphs cost a few MiB per captured batch size on top of
-# the largest size's activations. An estimate (no vLLM on the GPU machine here to measure it).
-GRAPH_PER_SIZE = 6 * MiB
+# CUDA-graph pool: a few MiB per captured graph on top of the largest size's activations. An
+# estimate (no vLLM on a GPU here to measure it); `graph_captures` counts the graphs.
+GRAPH_PER_CAPTURE = 6 * MiB
 GRAPH_BASE = 64 * MiB
+GRAPH_CEILING = 512
+"""vLLM 0.32's default largest capture size off data-center Blackwell (1024 there), before
+`max_num_batched_tokens` caps it (`VllmConfig._set_cudagraph_sizes`)."""
 KV_BLOCK = 16
 """vLLM's KV block size in tokens: every sequence's last block is its own."""
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -52,6 +56,22 @@ ADAM8_BYTES = 2 + 2 * 4 / 2048
 per 2048-value block of each state."""
 SAMPLER_COPIES = 3
 """fp32 `[sequences, vocab]` tensors alive in vLLM's sampler (logits, probabilities, log-probs)."""
+PENALTY_BYTES = 4
+"""vLLM 0.32's V2 sampler keeps, for every request slot, int32 counts of each vocabulary
+token's output occurrences (`[max_num_seqs, vocab]`) and an int32 bit mask of its prompt's
+tokens (`[max_num_seqs, vocab / 32]`), allocated at start whether or not a request asks for a
+penalty (`v1/worker/gpu/sample/penalties.py`, `PenaltiesState.__init__`)."""
+
+# What CUDA reports as the total of a card sold as N GB (`torch.cuda.get_device_properties(0)
+# .total_memory`, what vLLM's `--gpu-memory-utilization` is a share of): less than N GiB, the
+# driver keeps the rest. Figures from torch's out-of-memory message, "GPU 0 has a total
+# capacity of X GiB", in public reports (two decimals, so each entry is X - 0.005 GiB, rounded
+# down to a MiB): 8 GB: the lowest of 7.52-7.93 GiB (7.63 twice); 12 GB: 11.76 GiB (an RTX 3060
+# 12 GB; issue 16's review quotes ~11.76 GiB for an RTX 3080 Ti); 16 GB: the lowest of
+# 15.46-15.92 GiB. Not measured here. A card's exact figure goes in `gpu.memory_bytes`.
+REPORTED_MIB = {8.0: 7695, 12.0: 12037, 16.0: 15825}
+UNLISTED_SHARE = 0.939
+"""A size the table lacks: the lowest reported/nominal ratio in it (8 GB: 7695 / 8192)."""
 
 
 @dataclass
@@ -69,6 +89,7 @@ class Side:
 @dataclass
 class MemoryPlan:
     card_bytes: int
+    """The card's total as CUDA reports it (`card`)."""
     generator: Side
     learner: Side
     other: Side
@@ -80,6 +101,8 @@ class MemoryPlan:
     `load_in_4bit` is on): no use advising it."""
     advice: dict[str, str] = field(default_factory=dict)
     """Setting to change per component where it depends on the config (over `ADVICE`)."""
+    card_name: str = ""
+    """The card as the user named it (e.g. `12 GB`), for messages."""
 
     @property
     def fits(self) -> bool:
@@ -143,29 +166,76 @@ def _forward_token_bytes(shape: ModelShape, dtype_bytes: int) -> int:
     return dtype_bytes * (3 * h + shape.q_dim + 2 * shape.kv_dim + 3 * i)
 
 
-def graph_sizes(n_seqs: int) -> list[int]:
-    """Batch sizes vLLM captures: 1, 2, 4, then steps of 8 up to 2 x max_num_seqs (<= 512)."""
-    top = min(2 * n_seqs, 512)
-    return sorted({s for s in (1, 2, 4) if s <= top} | set(range(8, top + 1, 8)))
+def graph_sizes(n_seqs: int, batched_tokens: int) -> list[int]:
+    """Token counts vLLM 0.32 captures by default (`VllmConfig._set_cudagraph_sizes`): 1, 2, 4,
+    then steps of 8 (of 16 from 256) up to min(2 x max_num_seqs, 512, max_num_batched_tokens),
+    plus max_num_batched_tokens and max_num_seqs where they fit under that."""
+    top = min(2 * n_seqs, GRAPH_CEILING)
+    decode = [n_seqs] if n_seqs <= top else []
+    top = min(top, batched_tokens)
+    sizes = {s for s in (1, 2, 4) if s <= top} | set(range(8, min(top + 1, 256), 8))
+    sizes |= set(range(256, top + 1, 16))
+    if batched_tokens <= top:
+        sizes.add(batched_tokens)
+    return sorted(sizes | {s for s in decode if s <= batched_tokens})
 
 
-def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True) -> Side:
+def graph_captures(cfg: RunConfig) -> int:
+    """CUDA graphs vLLM 0.32 captures with its defaults (model runner V2, FULL_AND_PIECEWISE;
+    `v1/worker/gpu/cudagraph_utils.py`, `CudaGraphManager._init_candidates`): a piecewise graph
+    per size for mixed batches and a full graph per size up to max_num_seqs for decode, each
+    once per LoRA case. With LoRA the cases are no adapter and `max_loras + 1` adapters
+    (`v1/worker/gpu/lora_utils.py`, `get_lora_capture_cases`), whatever
+    `cudagraph_specialize_lora` says: only V1's dispatcher drops the no-adapter set."""
+    n_seqs = max_num_seqs(cfg)
+    sizes = graph_sizes(n_seqs, cfg.generator.max_num_batched_tokens)
+    decode = [s for s in sizes if s <= n_seqs]
+    lora_cases = 2 if cfg.generator.sync_mode == "lora" else 1
+    return lora_cases * (len(sizes) + len(decode))
+
+
+def penalty_bytes(shape: ModelShape, n_seqs: int) -> int:
+    """The V2 sampler's penalty state (`PENALTY_BYTES`): output counts and prompt bit mask."""
+    return n_seqs * (shape.vocab + math.ceil(shape.vocab / 32)) * PENALTY_BYTES
+
+
+def lora_slot_bytes(shape: ModelShape, cfg: RunConfig, dtype_bytes: int) -> int:
+    """vLLM wraps every linear layer it supports (for Qwen2/Llama: qkv, o, gate_up, down;
+    `LoRAModelManager._create_lora_modules` with no `--lora-target-modules`), whatever an
+    adapter targets, and gives each `max_loras` slots of A and B at `max_lora_rank` in the model
+    dtype (`BaseLinearLayerWithLoRA.create_lora_weights`)."""
+    rank = max(cfg.generator.max_lora_rank, cfg.lora.rank)
+    return cfg.generator.max_loras * shape.lora_params(rank, list(shape.linear_dims())) \
+        * dtype_bytes
+
+
+def serve_kv_tokens(cfg: RunConfig) -> int:
+    """KV tokens for max_num_seqs sequences of max_model_len each: a server whose requests
+    share no prompt (`mathrl eval`: one request per problem and sample)."""
+    return max_num_seqs(cfg) * _ceil_block(cfg.model.max_model_len)
+
+
+def generator_side(shape: ModelShape, cfg: RunConfig, *, cuda: bool = True,
+                   kv_tokens: int | None = None) -> Side:
+    """vLLM's share; `kv_tokens`: the KV cache's size in tokens (default: one GRPO step's)."""
     gen, db = cfg.generator, _dtype_bytes(cfg.model.dtype, cuda)
     n_seqs = max_num_seqs(cfg)
     fwd = _forward_token_bytes(shape, db)
     c: dict[str, int] = {"context": GENERATOR_CONTEXT if cuda else 0,
                          "weights": shape.n_params * db}
     if gen.sync_mode == "lora":
-        rank = max(gen.max_lora_rank, cfg.lora.rank)
-        c["lora"] = gen.max_loras * shape.lora_params(rank, cfg.lora.target_modules) * db
+        c["lora"] = lora_slot_bytes(shape, cfg, db)
     # The profiling run: one engine step of max_num_batched_tokens through the model, then a
     # dummy sampler batch of max_num_seqs rows over the whole vocabulary in fp32.
     c["activations"] = (gen.max_num_batched_tokens * fwd
                         + SAMPLER_COPIES * n_seqs * shape.vocab * 4)
+    if cuda:  # the card's plan; on a CPU only the KV cache is taken from this side
+        c["penalties"] = penalty_bytes(shape, n_seqs)
     if not gen.enforce_eager and cuda:
-        sizes = graph_sizes(n_seqs)
-        c["cuda_graphs"] = GRAPH_BASE + len(sizes) * GRAPH_PER_SIZE + max(sizes) * fwd
-    c["kv_cache"] = kv_cache_bytes(shape, cfg, cuda=cuda)
+        top = max(graph_sizes(n_seqs, gen.max_num_batched_tokens))
+        c["cuda_graphs"] = GRAPH_BASE + graph_captures(cfg) * GRAPH_PER_CAPTURE + top * fwd
+    tokens = step_kv_tokens(cfg) if kv_tokens is None else kv_tokens
+    c["kv_cache"] = tokens * shape.kv_bytes_per_token(db)
     return Side(c)
 
 
@@ -278,15 +348,41 @@ def learner_at_rest(side: Side) -> int:
 
 
 # ------------------------------------------------------------------------------ the plan
-def card_gib(cfg: RunConfig, override: float | None = None) -> float:
-    return override or cfg.gpu.memory_gb or 12.0
+def reported_bytes(nominal_gb: float) -> int:
+    """What CUDA reports as the total of a card sold as `nominal_gb` GB (`REPORTED_MIB`)."""
+    mib = REPORTED_MIB.get(float(nominal_gb))
+    return mib * MiB if mib is not None else int(nominal_gb * GiB * UNLISTED_SHARE)
+
+
+def card_of(cfg: RunConfig, gpu_gb: float | None = None) -> tuple[int, str]:
+    """(bytes the plan may fill, how to name the card): `gpu_gb` (a nominal size) over
+    `gpu.memory_bytes` (an exact figure) over `gpu.memory_gb` (a nominal size), else 12 GB."""
+    if gpu_gb is None and cfg.gpu.memory_bytes is not None:
+        return cfg.gpu.memory_bytes, f"{cfg.gpu.memory_bytes / GiB:.2f} GiB card"
+    nominal = gpu_gb or cfg.gpu.memory_gb or 12.0
+    total = reported_bytes(nominal)
+    return total, f"{nominal:g} GB card ({total / GiB:.2f} GiB reported)"
+
+
+def _other(cfg: RunConfig) -> Side:
+    return Side({"reserved": int(cfg.gpu.reserved_gb * GiB),
+                 "margin": int(cfg.gpu.margin_gb * GiB)})
+
+
+def plan_serving(shape: ModelShape, cfg: RunConfig, *, card_bytes: int, cuda: bool = True,
+                 card_name: str = "") -> MemoryPlan:
+    """vLLM alone on the card (`mathrl eval`): the generator with `serve_kv_tokens`, no learner."""
+    gen = generator_side(shape, cfg, cuda=cuda, kv_tokens=serve_kv_tokens(cfg))
+    other = _other(cfg)
+    return MemoryPlan(card_bytes=card_bytes, generator=gen, learner=Side({}), other=other,
+                      total=gen.total + other.total,
+                      card_name=card_name or f"{card_bytes / GiB:.2f} GiB card")
 
 
 def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) -> MemoryPlan:
     gen = generator_side(shape, cfg)
     learner = learner_side(shape, cfg)
-    other = Side({"reserved": int(cfg.gpu.reserved_gb * GiB),
-                  "margin": int(cfg.gpu.margin_gb * GiB)})
+    other = _other(cfg)
     asleep = None
     if cfg.generator.sleep_mode:
         g = gen.components
@@ -301,7 +397,8 @@ def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) 
         ("learner.lora", cfg.lora.rank == 1),
         ("generator.lora", cfg.generator.max_loras == 1),
     ) if done]
-    return MemoryPlan(card_bytes=int(card_gib(cfg, gpu_gb) * GiB), generator=gen,
+    card_bytes, card_name = card_of(cfg, gpu_gb)
+    return MemoryPlan(card_bytes=card_bytes, generator=gen, card_name=card_name,
                       learner=learner, other=other, total=busy + other.total,
                       advice={"learner.activations": pass_setting(cfg)},
                       generator_asleep=asleep, at_floor=tuple(floor))
@@ -335,8 +432,8 @@ def refusal(plan: MemoryPlan) -> tuple[str, str] | None:
     setting = plan.advice.get(knob, ADVICE[knob])
     over = (plan.total - plan.card_bytes) / GiB
     return setting, (
-        f"the memory plan needs {plan.total / GiB:.2f} GiB on a {plan.card_bytes / GiB:g} GiB "
-        f"card ({over:.2f} GiB over); the largest component is {name} ({size / GiB:.2f} GiB), "
+        f"the memory plan needs {plan.total / GiB:.2f} GiB on a {plan.card_name} "
+        f"({over:.2f} GiB over); the largest component is {name} ({size / GiB:.2f} GiB), "
         f"the largest one a setting shrinks is {knob} ({knob_size / GiB:.2f} GiB): change "
         f"{setting} (see `mathrl plan`)"
     )

@@ -12,6 +12,7 @@ from services.rewards.scoring import (
     combine,
     digit_token_share,
     format_reward,
+    score_final_answer_line,
     score_math,
 )
 from services.rewards.verify import verify_answer
@@ -27,6 +28,7 @@ __all__ = [
     "grade_jsonl",
     "has_boxed",
     "normalize_gold",
+    "score_final_answer_line",
     "score_math",
     "verify_answer",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["extract_answer", "has_boxed", "normalize_gold"]
+__all__ = ["extract_answer", "has_boxed", "normalize_gold", "strip_thousands"]
 
 # LaTeX commands whose argument is taken as the final answer.
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -45,8 +45,14 @@ _ANSWER_PHRASE = re.compile(r"\banswer(?:\s*:|\s+is\b\s*:?)[ \t]*", re.IGNORECAS
 # sentence end, "3.5." is (at the second period).
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")
 
-# Thousands separators: "1,234,567" -> "1234567", but "(1,2)" and "1,23" are left alone.
-_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# A number written with thousands separators ("1,234", "-1,234,567.5"). Commas go only when
+# the WHOLE answer is such a number: inside "(2,12) \\cup (12,102)" or "\\{1,234\\}" they
+# separate elements, and removing them there changed the answer.
+_GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+# "#### The final answer is 72" (the paper's released format): the phrase before the value.
+_HASH_PHRASE = re.compile(r"(?:the\s+)?(?:final\s+)?answer(?:\s*:|\s+is\b\s*:?)[ \t]*",
+                          re.IGNORECASE)
 
 # "27.0", "-3.000" -> integer. Keeps e.g. "27.5" untouched (math-verify compares those).
 _INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
@@ -148,6 +154,12 @@ def has_boxed(text: str) -> bool:
     return _last_box(text) is not None
 
 
+def strip_thousands(s: str) -> str:
+    """``"1,234"`` -> ``"1234"`` when ``s`` is one number and nothing else; otherwise ``s``
+    unchanged (tuples, intervals and sets keep their commas)."""
+    return s.replace(",", "") if _GROUPED_NUMBER.fullmatch(s) else s
+
+
 def _clean_phrase_answer(raw: str) -> str:
     """Cut "the answer is X. More text" down to X and strip typographic wrapping."""
     m = _SENTENCE_END.search(raw)
@@ -158,7 +170,7 @@ def _clean_phrase_answer(raw: str) -> str:
         if s.startswith(left) and s.endswith(right):
             s = s[len(left) : -len(right)]
     s = s.strip().strip("$").strip().rstrip(".").strip()
-    return _THOUSANDS_COMMA.sub("", s)
+    return strip_thousands(s)
 
 
 def extract_answer(text: str) -> str | None:
@@ -169,7 +181,8 @@ def extract_answer(text: str) -> str | None:
     1. the content of the LAST complete ``\\boxed{...}`` / ``\\fbox{...}`` (balanced
        braces, nesting allowed) or ``\\boxed 5`` (single bare token); if the last box is
        unbalanced or empty, the previous complete one;
-    2. the last GSM8K line ``#### N`` (thousands separators removed);
+    2. the last GSM8K line ``#### N`` or ``#### The final answer is N`` (thousands
+       separators removed when N is a single number);
     3. the last "the answer is X" / "answer: X" (case-insensitive; X runs to the end of
        the sentence or line; ``$``, ``**`` and a trailing period are stripped);
     4. ``None``.
@@ -187,8 +200,11 @@ def extract_answer(text: str) -> str | None:
         for last in _HASH_LINE.finditer(text):  # noqa: B007 - we want the last match
             pass
         if last is not None:
-            value = _THOUSANDS_COMMA.sub("", last.group(1)).strip().strip("$").strip()
-            value = value.rstrip(".").strip()
+            line = last.group(1)
+            phrase = _HASH_PHRASE.match(line)
+            # "#### The final answer is 72." reads like a sentence; "#### 3.5" is a value.
+            value = _clean_phrase_answer(line[phrase.end():]) if phrase else \
+                strip_thousands(line.strip().strip("$").strip().rstrip(".").strip())
             if value:
                 return value
 
@@ -204,7 +220,8 @@ def normalize_gold(gold: str | int | float) -> str:
     """Turn a dataset gold answer into a string math-verify can parse.
 
     * GSM8K worked solutions: everything before the last ``####`` is dropped;
-    * thousands separators and ``$`` signs are removed, whitespace stripped;
+    * ``$`` signs are removed, whitespace stripped, and thousands separators too when the
+      whole answer is one number (``1,234``; ``(2,12) \\cup (12,102)`` keeps its commas);
     * integral floats become integers (``27.0`` / ``"27.0"`` -> ``"27"``) so that the
       string fast path in math-verify and humans reading logs see the same thing;
     * LaTeX (``\\frac34``, ``\\frac{1}{2}``, ``\\sqrt{2}``) is left alone: math-verify
@@ -224,7 +241,7 @@ def normalize_gold(gold: str | int | float) -> str:
     if "####" in s:
         s = s.rsplit("####", 1)[1]
     s = s.replace("\\$", "").replace("$", "").strip()
-    s = _THOUSANDS_COMMA.sub("", s)
+    s = strip_thousands(s)
     m = _INTEGRAL_FLOAT.match(s)
     if m is not None:
         s = m.group(1)

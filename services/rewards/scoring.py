@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.rewards.extract import extract_answer, has_boxed, normalize_gold
+from services.rewards.final_line import final_line_correct, final_line_format
 from services.rewards.pool import GraderPool
 
-__all__ = ["RewardBreakdown", "combine", "digit_token_share", "format_reward", "score_math"]
+__all__ = ["RewardBreakdown", "combine", "digit_token_share", "format_reward",
+           "score_final_answer_line", "score_math"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +76,19 @@ def score_math(
                 timed_out=outcome.timed_out,
             )
         )
+    return out
+
+
+def score_final_answer_line(completions: list[str], golds: list[str],
+                            format_weight: float) -> list[RewardBreakdown]:
+    """The paper's rewards (`final_line.py`): first-`####` correctness plus `format_weight`
+    for a `#### The final answer is N` line. Pure: no grader process involved."""
+    if len(completions) != len(golds):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} golds")
+    out = []
+    for completion, gold in zip(completions, golds, strict=True):
+        correct = final_line_correct(completion, normalize_gold(gold))
+        fmt = final_line_format(completion)
+        out.append(RewardBreakdown(reward=combine(correct, fmt, format_weight), correct=correct,
+                                   format=fmt))
     return out
