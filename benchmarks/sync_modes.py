@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.stack import Stack, prepare_run  # noqa: E402
+from orchestrator.run.stack import Stack, prepare_run  # noqa: E402
 from services.config import RunConfig, load_config  # noqa: E402
 
 PHASES = ("time/generate", "time/reward", "time/learn", "time/sync", "time/step")

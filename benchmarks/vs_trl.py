@@ -88,7 +88,7 @@ def bench_config(model: Path, steps: int, work: Path, micro_batch_tokens: int | 
 
 def step_problems(cfg) -> list[list]:
     """The problems of each step, in the order mathrl's loop visits them."""
-    from orchestrator.rollout import build_problems
+    from orchestrator.run.rollout import build_problems
     from services.data import PromptSampler
 
     problems = build_problems(cfg.data, seed=cfg.schedule.seed)  # eval is off: no hold-out

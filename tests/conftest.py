@@ -66,7 +66,7 @@ def tiny_config(model_dir: Path, **overrides) -> RunConfig:
 @pytest.fixture(scope="session")
 def stack(tiny_model_dir, tmp_path_factory):
     """One vLLM server (LoRA sync mode) and one local Ray for the whole session."""
-    from orchestrator.stack import Stack
+    from orchestrator.run.stack import Stack
 
     cfg = tiny_config(tiny_model_dir)
     s = Stack(cfg, tmp_path_factory.mktemp("stack")).start()

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from orchestrator.api.app import create_app
-from orchestrator.api.limits import ApiPolicy
-from orchestrator.store import RunStore
+from orchestrator.service.api.app import create_app
+from orchestrator.service.api.limits import ApiPolicy
+from orchestrator.service.store import RunStore
 
 TOKEN = "fuzz-token"
 EXAMPLES = {"POST /runs": 200, "GET /runs/{run_id}/events": 400,

@@ -17,11 +17,11 @@ from api_server import served
 from conftest import ROOT, set_dotted
 from fastapi.routing import APIRoute
 
-from orchestrator.api.app import create_app
-from orchestrator.api.auth import exposure_warning
-from orchestrator.api.limits import ApiPolicy
-from orchestrator.client import ApiError, MathrlClient
-from orchestrator.store import RunStore
+from orchestrator.cli.client import ApiError, MathrlClient
+from orchestrator.service.api.app import create_app
+from orchestrator.service.api.auth import exposure_warning
+from orchestrator.service.api.limits import ApiPolicy
+from orchestrator.service.store import RunStore
 from services.config import load_config
 
 TOKEN = "s3cret-token"
@@ -239,8 +239,8 @@ def test_up_warns_and_names_a_missing_model(tmp_path):
 def test_a_fresh_checkout_builds_the_tiny_model_for_its_config(tmp_path, monkeypatch):
     """`mathrl up --config configs/tiny-cpu.toml` in a fresh checkout: the tiny model the
     config names is built, as for `mathrl up` without --config."""
-    from orchestrator.server import stack_config
-    from orchestrator.settings import Settings
+    from orchestrator.service.server import stack_config
+    from orchestrator.service.settings import Settings
 
     monkeypatch.chdir(tmp_path)
     cfg = stack_config(Settings(config=TINY))
@@ -252,8 +252,8 @@ def test_up_needs_no_configs_folder_beside_an_installed_package(tmp_path, monkey
     """An installed (non-editable) mathrl, as in the images, has no configs/ beside its
     package: `--config` must work without the default config file (the CPU compose stack's
     orchestrator failed so), and the tiny model it names is still the one built on first use."""
-    from orchestrator import server
-    from orchestrator.settings import Settings
+    from orchestrator.service import server
+    from orchestrator.service.settings import Settings
 
     assert load_config(server.DEFAULT_CONFIG).model.name_or_path == str(server.TINY_MODEL)
     monkeypatch.setattr(server, "DEFAULT_CONFIG", tmp_path / "site-packages" / "tiny-cpu.toml")

@@ -8,8 +8,8 @@ import json
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-from orchestrator.eval_report import parse_datasets
-from orchestrator.evaluate import benchmark_configs, benchmark_problems, training_problems
+from orchestrator.cli.eval_report import parse_datasets
+from orchestrator.run.evaluate import benchmark_configs, benchmark_problems, training_problems
 from services.config import load_config
 from services.evals import BENCHMARKS, load_benchmark, stop_strings
 from services.evals.benchmarks import fewshot_text

@@ -19,10 +19,10 @@ import pytest
 import uvicorn
 from conftest import ROOT, free_port
 
-from orchestrator.api.app import create_app
-from orchestrator.client import ApiError
-from orchestrator.errors import describe
-from orchestrator.store import RunStore
+from orchestrator.cli.client import ApiError
+from orchestrator.cli.errors import describe
+from orchestrator.service.api.app import create_app
+from orchestrator.service.store import RunStore
 
 TINY = ROOT / "configs" / "tiny-cpu.toml"
 

@@ -288,7 +288,7 @@ PROFILES = sorted((ROOT / "configs").glob("qwen2.5-math-1.5b-gsm8k-*gb.toml"))
 def test_each_profile_is_served_by_its_planned_variables(env, profile):
     """One generator service serves every GPU profile: with the four variables that
     `mathrl plan --env` prints for a profile, compose's flags are the launcher's for it."""
-    from orchestrator.plan_cli import compose_env
+    from orchestrator.cli.plan import compose_env
     from services.memory import load_shape, plan_run
 
     prof = load_config(profile)
@@ -544,7 +544,7 @@ def test_cpu_generator_is_the_launchers_server(tmp_path, monkeypatch):
     """`mathrl generator` runs exactly what `mathrl up` would launch for the config: the
     launcher's flags and environment, on the host/port given, the model by absolute path (the
     name the orchestrator's client asks for)."""
-    from orchestrator.generator_cli import generator_command
+    from orchestrator.cli.generator import generator_command
     from services.generator.launcher import server_args, server_env
     from services.tinymodel import build_tiny_model
 

@@ -198,6 +198,9 @@ def test_compose_cpu_stack_runs_recovers_and_leaves_nothing(stack):
     metrics = httpx.get(f"{stack.api}/runs/{run_id}/metrics", timeout=10).json()
     steps = [m["step"] for m in metrics["steps"]]
     assert steps == list(range(1, STEPS + 1)), steps
+    times = sorted(m["metrics"]["time/step"] for m in metrics["steps"])
+    print(f"time/step median {times[len(times) // 2]:.2f} s (min {times[0]:.2f}, "
+          f"max {times[-1]:.2f})")
 
     # The generator container served every adapter version, from the shared volume.
     served = {}

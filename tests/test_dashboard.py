@@ -1,9 +1,10 @@
-"""The dashboard page (orchestrator/static) in headless Chromium, against a stand-in API.
+"""The dashboard page (orchestrator/service/static) in headless Chromium, against a stand-in
+API.
 
 The stand-in is a tiny FastAPI app that serves the REST/SSE contract of
-`orchestrator/api/schemas.py` (every payload goes through those models), so the page is checked
-in isolation from the real scheduler: a queued run, a live run that streams ~10 metrics events
-0.2 s apart and then completes, a finished run with evals and a failed run.
+`orchestrator/service/api/schemas.py` (every payload goes through those models), so the page
+is checked in isolation from the real scheduler: a queued run, a live run that streams ~10
+metrics events 0.2 s apart and then completes, a finished run with evals and a failed run.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.api.schemas import TERMINAL, Event, MetricsPublic, RunPublic, RunsPublic
+from orchestrator.service.api.schemas import TERMINAL, Event, MetricsPublic, RunPublic, RunsPublic
 
 ROOT = Path(__file__).resolve().parents[1]
-STATIC = ROOT / "orchestrator" / "static"
+STATIC = ROOT / "orchestrator" / "service" / "static"
 CHARTS = ("chart-reward", "chart-tokens", "chart-loss", "chart-time")
 WIDTH, HEIGHT = 1280, 1000
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from orchestrator.stack import prepare_run
+from orchestrator.run.stack import prepare_run
 from services.learner.grpo import group_advantages
 
 pytestmark = pytest.mark.slow

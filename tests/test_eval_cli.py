@@ -79,7 +79,7 @@ def test_eval_compare_base_and_adapter(tiny_model_dir, tmp_path):
 
 
 def _table(report: dict) -> str:
-    from orchestrator.eval_report import table
+    from orchestrator.cli.eval_report import table
 
     text = table(report)
     assert "greedy" in text and "maj@3" in text and "base" in text and "adapter" in text

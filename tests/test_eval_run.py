@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 def test_benchmarks_measured_during_a_run(stack, tiny_model_dir, tmp_path):
     from fastapi.testclient import TestClient
 
-    from orchestrator.api.app import create_app
-    from orchestrator.scheduler import Scheduler
-    from orchestrator.store import RunStore
+    from orchestrator.service.api.app import create_app
+    from orchestrator.service.scheduler import Scheduler
+    from orchestrator.service.store import RunStore
 
     data = tmp_path / "sums.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"What is {a} + 2?", "answer": a + 2})
@@ -73,8 +73,8 @@ def test_ask_the_policy_through_the_api(stack, tmp_path):
     import httpx
     from fastapi.testclient import TestClient
 
-    from orchestrator.api.app import Service, create_app
-    from orchestrator.store import RunStore
+    from orchestrator.service.api.app import Service, create_app
+    from orchestrator.service.store import RunStore
 
     store = RunStore(tmp_path / "runs.db")
     question = {"question": "What is 2 + 2?", "max_tokens": 6}

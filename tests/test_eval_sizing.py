@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.eval_cli import server_config, server_plan
+from orchestrator.cli.evals import server_config, server_plan
 from services.generator.launcher import server_args
 from services.memory import load_shape
 from services.memory.plan import card_of, plan_serving

@@ -8,8 +8,8 @@ import io
 
 from fastapi.testclient import TestClient
 
-from orchestrator.api.app import create_app
-from orchestrator.store import RunStore
+from orchestrator.service.api.app import create_app
+from orchestrator.service.store import RunStore
 
 
 def test_csv_has_every_key_and_exact_values(tmp_path):

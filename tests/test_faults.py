@@ -12,9 +12,9 @@ import pytest
 import ray
 from conftest import tiny_config
 
-from orchestrator.scheduler import Scheduler
-from orchestrator.stack import prepare_run
-from orchestrator.store import RunStore
+from orchestrator.run.stack import prepare_run
+from orchestrator.service.scheduler import Scheduler
+from orchestrator.service.store import RunStore
 from services.learner import checkpoint
 
 pytestmark = pytest.mark.slow

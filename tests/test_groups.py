@@ -1,9 +1,9 @@
-"""The pure helpers of a step's data (orchestrator/groups.py): the dynamic-sampling filter,
+"""The pure helpers of a step's data (orchestrator/run/groups.py): the dynamic-sampling filter,
 overlong masking and the per-request seeds."""
 
 from __future__ import annotations
 
-from orchestrator.groups import (
+from orchestrator.run.groups import (
     informative_groups,
     is_informative,
     request_seed,

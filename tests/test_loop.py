@@ -7,8 +7,8 @@ import statistics
 import pytest
 from conftest import tiny_config
 
-from orchestrator.metrics import JsonlSink, read_jsonl
-from orchestrator.stack import prepare_run
+from orchestrator.run.metrics import JsonlSink, read_jsonl
+from orchestrator.run.stack import prepare_run
 
 pytestmark = pytest.mark.slow
 

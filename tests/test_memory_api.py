@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 from conftest import ROOT, free_port
 
-from orchestrator.api.app import create_app
-from orchestrator.store import RunStore
+from orchestrator.service.api.app import create_app
+from orchestrator.service.store import RunStore
 from services.config import load_config
 
 CFG12 = ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-12gb.toml"

@@ -110,7 +110,7 @@ def test_shipped_profiles_fit_their_card_and_carry_their_plan(profile):
     # Against what CUDA reports for the card, not the GiB it is sold as.
     assert plan.card_bytes == reported_bytes(cfg.gpu.memory_gb) < cfg.gpu.memory_gb * GiB
     # The comment block is `mathrl plan`'s output, not numbers typed by hand.
-    from orchestrator.plan_cli import render
+    from orchestrator.cli.plan import render
 
     text = profile.read_text()
     for line in render(plan, cfg):

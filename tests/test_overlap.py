@@ -10,7 +10,7 @@ import pytest
 import ray
 from conftest import tiny_config
 
-from orchestrator.stack import prepare_run
+from orchestrator.run.stack import prepare_run
 from services.learner import checkpoint
 
 pytestmark = pytest.mark.slow

@@ -88,7 +88,7 @@ def test_paper_profile_holds_the_papers_values():
 
 
 def test_paper_profile_fits_12gb_and_carries_its_plan():
-    from orchestrator.plan_cli import render
+    from orchestrator.cli.plan import render
     from services.memory import load_shape
     from services.memory.plan import plan_run
 
@@ -124,7 +124,7 @@ def test_train_prefix_is_fixed_by_the_seed():
 
 
 def test_prompt_cache_renders_the_paper_prompt_cut_from_the_left():
-    from orchestrator.rollout import PromptCache
+    from orchestrator.run.rollout import PromptCache
     from services.config import DataConfig
     from services.data import Problem
     from services.tinymodel import build_tokenizer
@@ -188,7 +188,7 @@ def test_linear_schedule_matches_transformers():
 
 
 def test_scorer_uses_the_papers_rewards():
-    from orchestrator.rollout import Scorer
+    from orchestrator.run.rollout import Scorer
     from services.config import RewardConfig
     from services.schemas import Completion
 

@@ -169,7 +169,7 @@ def test_protocol_grading_reads_answers_its_own_way():
 def test_api_refuses_benchmark_files_outside_the_data_folders(tmp_path):
     """`eval.benchmarks[i].path` / `.fewshot_path` are files the service opens: same rule as
     `data.path` (a regular file inside a data folder)."""
-    from orchestrator.api.limits import ApiPolicy
+    from orchestrator.service.api.limits import ApiPolicy
     from services.config import RunConfig
 
     inside = tmp_path / "train.jsonl"
@@ -190,7 +190,7 @@ def test_run_evaluation_uses_the_benchmarks_protocol(tmp_path):
     """`[[eval.benchmarks]] protocol = "paper"`: the run's evaluator renders the paper's
     prompts (shots from `train.jsonl` beside the test file), 512 tokens, no stop; a
     max_model_len too small for them is refused up front, naming it."""
-    from orchestrator.evaluate import Evaluator
+    from orchestrator.run.evaluate import Evaluator
     from services.config import RunConfig
     from services.tinymodel import build_tokenizer
 

@@ -110,7 +110,7 @@ def test_ctrl_c_in_a_terminal_exits_130_and_leaves_nothing(tiny_model_dir, tmp_p
         stdin=follower, stdout=follower, stderr=follower, cwd=ROOT, start_new_session=True)
     os.close(follower)
     try:
-        from orchestrator.client import MathrlClient
+        from orchestrator.cli.client import MathrlClient
 
         client = MathrlClient(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 300

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from orchestrator.stack import prepare_run
+from orchestrator.run.stack import prepare_run
 from services.learner.logprobs import completion_logprobs
 from services.learner.model import pad_batch
 from services.schemas import GenerateRequest

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, free_port, set_dotted, tiny_config
 from tracker_readers import tensorboard_scalars
 
-from orchestrator.client import ApiError, MathrlClient
+from orchestrator.cli.client import ApiError, MathrlClient
 
 pytestmark = pytest.mark.slow
 TOKEN = "service-test-token"

@@ -7,7 +7,7 @@ import pytest
 import ray
 from conftest import tiny_config
 
-from orchestrator.stack import Stack, prepare_run
+from orchestrator.run.stack import Stack, prepare_run
 from services.schemas import GenerateRequest, TrainBatch, TrainSequence
 
 pytestmark = pytest.mark.slow

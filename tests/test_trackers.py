@@ -14,9 +14,9 @@ import pytest
 from conftest import ROOT, tiny_config
 from tracker_readers import mlflow_run, tensorboard_scalars, wandb_run
 
-from orchestrator.logs import reset_logging, setup_logging
-from orchestrator.metrics import read_jsonl
-from orchestrator.trackers import Trackers, TrackerUnavailable, chosen, open_trackers
+from orchestrator.run.logs import reset_logging, setup_logging
+from orchestrator.run.metrics import read_jsonl
+from orchestrator.run.trackers import Trackers, TrackerUnavailable, chosen, open_trackers
 from services.config import RunConfig, TrackingConfig
 
 ALL = ["tensorboard", "wandb", "mlflow"]

@@ -1,0 +1,196 @@
+"""Bring up (and down) the processes a run needs: vLLM server, Ray, learner actor."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from orchestrator.run import runtime
+from orchestrator.run.evaluate import training_problems
+from orchestrator.run.loop import GRPOLoop, MetricsSink
+from orchestrator.run.rollout import PromptCache, Scorer
+from services.config import RunConfig
+from services.generator.client import GeneratorClient
+from services.generator.launcher import GeneratorError, VLLMServer, detect_device, launch
+from services.generator.sync import PolicySync
+from services.learner.model import torch_dtype
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory as is; a hub id is fetched into the Hugging Face cache (the
+    learner and, in merged mode, the served copy need files on disk)."""
+    if os.path.isdir(name_or_path):
+        return str(Path(name_or_path).resolve())
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name_or_path)
+
+
+@dataclass
+class Stack:
+    """A generator process plus Ray; one per machine (one GPU), shared by successive runs."""
+
+    cfg: RunConfig
+    work_dir: Path
+    model_path: str = ""
+    generator_model_path: str = ""
+    server: VLLMServer | None = None
+    client: GeneratorClient | None = None
+    owns_ray: bool = False
+    ray_address: str | None = None
+    ray_log_to_driver: bool = True
+    """Stream the Ray workers' (learner's) output to this console; else it stays in Ray's
+    session logs (`ray_logs`)."""
+    ray_logs: str | None = None
+    """Ray's session log folder (the learner's stdout/stderr), once Ray is started here."""
+    api_key: str | None = None
+    """Bearer key of the generator's `/v1` routes (the API token): given to the vLLM we launch
+    (`VLLM_API_KEY`) and sent by our client, to ours or to one at `generator.url`."""
+    _closers: list = field(default_factory=list)
+
+    def start(self) -> Stack:
+        self.work_dir = Path(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.model_path = resolve_model_path(self.cfg.model.name_or_path)
+        self.generator_model_path = self.model_path
+        device = detect_device()
+        if self.cfg.generator.sync_mode == "merged":
+            from services.learner.export import prepare_served_model
+
+            served = self.work_dir / "served-model"
+            prepare_served_model(self.model_path, served, torch_dtype(self.cfg.model, device))
+            self.generator_model_path = str(served.resolve())
+        if self.cfg.generator.url:
+            url = self.cfg.generator.url
+        else:
+            self.server = launch(self.cfg, model_path=self.generator_model_path,
+                                 log_path=self.work_dir / "logs" / "generator.log",
+                                 device=device, api_key=self.api_key)
+            url = self.server.url
+        self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s,
+                                      api_key=self.api_key)
+        if not ray.is_initialized():
+            self.ray_logs = runtime.start_ray(address=self.ray_address,
+                                              log_to_driver=self.ray_log_to_driver)
+            self.owns_ray = True
+        return self
+
+    def generator_up(self) -> bool:
+        """The generator answers (and, when we launched it, its process lives)."""
+        if self.server is not None and self.server.proc is not None \
+                and self.server.proc.poll() is not None:
+            return False
+        try:
+            return bool(self.client and self.client.models())
+        except Exception:  # noqa: BLE001 - any failure to answer is "down"
+            return False
+
+    def generator_memory(self) -> int | None:
+        """PSS of the generator we launched (its whole process group), bytes; None for one at
+        `generator.url` or one not running."""
+        if self.server is None or self.server.proc is None or self.server.proc.poll() is not None:
+            return None
+        from services.generator.memory import process_group_pss
+
+        return process_group_pss(self.server.proc.pid)
+
+    def recover_generator(self) -> str:
+        """Bring a dead or hung generator back: restart the one we launched (its whole process
+        group is stopped first), or wait, bounded, for one at `generator.url` (compose restarts
+        it). Returns what was done; raises GeneratorError if it does not come back."""
+        gen = self.cfg.generator
+        if self.server is not None:
+            self.server.stop(grace_s=10)
+            self.server.start()
+            self.server.wait_ready(gen.startup_timeout_s)
+            return f"generator restarted (pid {self.server.proc.pid})"
+        deadline = time.monotonic() + gen.restart_wait_s
+        while time.monotonic() < deadline:
+            if self.generator_up():
+                return "generator answered again"
+            time.sleep(2.0)
+        raise GeneratorError(f"the generator at {gen.url} did not answer within "
+                             f"{gen.restart_wait_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.server is not None:
+            self.server.stop()
+        if self.owns_ray:
+            runtime.stop_ray()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class RunHandle:
+    loop: GRPOLoop
+    learner: object
+    scorer: Scorer
+    sync: PolicySync
+    spawn_learner: Callable[[], object] | None = None
+    """Starts a fresh learner actor for this run (to replace a dead one)."""
+    checkpoints: Path | None = None
+    """Where this run's checkpoints live (`step-N` folders)."""
+
+    def replace_learner(self) -> None:
+        """Kill the current learner (dead, or hung past its timeout) and start another; the
+        caller restores it from a checkpoint."""
+        try:
+            ray.kill(self.loop.learner, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is usually dead already
+            pass
+        self.learner = self.loop.learner = self.spawn_learner()
+
+    def close(self) -> None:
+        self.sync.release()
+        self.scorer.close()
+        ray.kill(self.loop.learner)
+
+
+def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
+                sinks: list[MetricsSink] | None = None, *, run_name: str | None = None
+                ) -> RunHandle:
+    """Spawn the learner for `cfg`, publish version 0, and return a loop ready to step.
+
+    `run_name` prefixes the adapter names in vLLM (default: the config's name); the service
+    passes a unique one so that runs sharing a config name never share adapter names."""
+    from transformers import AutoTokenizer
+
+    if Path(resolve_model_path(cfg.model.name_or_path)) != Path(stack.model_path):
+        raise ValueError(
+            f"the generator serves {stack.model_path}; this run asks for {cfg.model.name_or_path}"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(stack.model_path)
+    problems = training_problems(cfg)  # without the eval questions (eval.hold_out)
+    prompts = PromptCache.from_config(tokenizer, problems, cfg.data, seed=cfg.schedule.seed)
+    served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
+    def spawn():
+        return runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
+                                     served_model_dir=served_dir)
+
+    learner = spawn()
+    sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
+                      alias=cfg.generator.alias, keep=cfg.generator.keep_adapters)
+    scorer = Scorer(cfg.reward, tokenizer)
+    loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
+                    scorer=scorer, sinks=sinks)
+    handle = RunHandle(loop, learner, scorer, sync, spawn_learner=spawn,
+                       checkpoints=run_dir / "checkpoints")
+    try:
+        loop.start()
+    except BaseException:
+        handle.close()
+        raise
+    return handle
