@@ -118,6 +118,9 @@ def eval_command(
     max_model_len: Annotated[int, typer.Option(min=64)] = 2048,
     instruction: str | None = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once")] = 32,
+    request_timeout: Annotated[float, typer.Option(
+        min=1.0, help="Seconds one generation request may take (a 2,048-token answer among "
+                      "many in flight on a CPU can pass 10 minutes)")] = 3600.0,
     out: Annotated[Path, typer.Option(help="Where the JSON report goes")] = Path(
         "eval-report.json"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
@@ -190,7 +193,8 @@ def eval_command(
                     log_path=Path(tempfile.mkdtemp(prefix="mathrl-eval-")) / "generator.log")
     models = []
     try:
-        with GeneratorClient(server.url, max_parallel=concurrency) as client, \
+        with GeneratorClient(server.url, max_parallel=concurrency,
+                             timeout_s=request_timeout) as client, \
                 GraderPool() as pool:
             served = []  # (label, served name, adapter path)
             if adapter is None:
