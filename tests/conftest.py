@@ -19,6 +19,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def pool():
+    """Two math-verify worker processes, 5 s per item (the reward and grader-form tests)."""
+    from services.rewards import GraderPool
+
+    with GraderPool(n_workers=2, timeout_s=5.0) as p:
+        yield p
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from services.tinymodel import build_tiny_model

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from services.rewards import (
-    GraderPool,
     extract_answer,
     grade_jsonl,
     normalize_gold,
@@ -24,12 +23,6 @@ from services.rewards import (
 )
 from services.rewards.extract import strip_thousands
 from services.rewards.final_line import final_line_answer
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with GraderPool(n_workers=2, timeout_s=5.0) as p:
-        yield p
 
 
 @pytest.mark.parametrize(("raw", "want"), [

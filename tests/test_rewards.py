@@ -28,13 +28,6 @@ from services.rewards import (
 )
 from services.rewards._testing import work_fn_for_tests
 
-
-@pytest.fixture(scope="module")
-def pool():
-    with GraderPool(n_workers=2, timeout_s=5.0) as p:
-        yield p
-
-
 # --------------------------------------------------------------------------- extraction
 
 

@@ -11,7 +11,6 @@ place (the store keys metrics by step), so each step is recorded once.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -99,7 +98,9 @@ class Recovery:
         still count that node alive for a while and place the new actor there, where it dies
         before it runs (ActorDiedError): start another until one runs or `wait_s` is over."""
         deadline = time.monotonic() + wait_s
-        for attempt in itertools.count(1):
+        attempt = 0
+        while True:
+            attempt += 1
             self.handle.replace_learner()
             try:
                 self.handle.loop.restore(ckpt)
@@ -111,4 +112,3 @@ class Recovery:
                 log.info("learner respawn %d did not run (%s); trying again", attempt,
                          type(e).__name__)
                 time.sleep(2.0)
-        raise AssertionError("unreachable")
