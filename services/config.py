@@ -301,6 +301,31 @@ class GeneratorConfig(Section):
     """Stable model name under which the current policy of the active run is served."""
     extra_args: list[str] = Field(default_factory=list)
     """Extra `vllm serve` arguments, passed through verbatim."""
+    replicas: int = Field(1, ge=1, le=64)
+    """vLLM servers sampling each step (`mathrl up --generators N`). Above 1 (or with
+    `adapter_transport = "ray"`) each is a Ray actor on a node with a free `generator`
+    resource (a GPU each where there are GPUs), on port `port + i`; a step's prompts go to the
+    replica with the fewest outstanding tokens. A service's own config decides this, not a
+    submitted run's."""
+    adapter_transport: Literal["path", "ray"] = "path"
+    """How a new adapter reaches the generators: `path` loads the folder the learner wrote
+    (one machine, or a disk every node shares); `ray` sends its files through Ray's object
+    store to each replica, which writes them to its node's own disk (`node_dir`) first."""
+    node_dir: str | None = None
+    """Node-local folder of the Ray-placed replicas (their logs, and adapters received over
+    Ray). None: `$MATHRL_NODE_DIR` as the node's Ray processes see it, else
+    `<system temp>/mathrl-node-<node id>`."""
+
+    @model_validator(mode="after")
+    def _pool(self) -> GeneratorConfig:
+        pooled = self.replicas > 1 or self.adapter_transport == "ray"
+        if pooled and self.url:
+            raise ValueError("generator.url names one running server: generator.replicas > 1 "
+                             "and adapter_transport = \"ray\" need mathrl to launch them")
+        if pooled and self.sync_mode == "merged":
+            raise ValueError("generator.sync_mode = \"merged\" rewrites one served model folder "
+                             "in place; several replicas (or adapters over Ray) need \"lora\"")
+        return self
 
     @field_validator("max_lora_rank")
     @classmethod

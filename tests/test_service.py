@@ -27,8 +27,10 @@ TOKEN = "service-test-token"
 class Up:
     """`mathrl up` in its own process group, stopped by PID; `token`: its MATHRL_API_TOKEN."""
 
-    def __init__(self, config: Path, home: Path, token: str | None = None):
+    def __init__(self, config: Path, home: Path, token: str | None = None,
+                 extra: list[str] | None = None):
         self.config, self.home, self.token = config, home, token
+        self.extra = extra or []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -39,7 +41,7 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "up", "--config", str(self.config),
              "--port", str(self.port), "--db", str(self.home / "runs.db"),
-             "--work-dir", str(self.home / "work")],
+             "--work-dir", str(self.home / "work"), *self.extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
             env={**os.environ, "MATHRL_API_TOKEN": self.token or ""})
         log.close()

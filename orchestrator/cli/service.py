@@ -35,6 +35,10 @@ def up(
     port: Annotated[int, typer.Option(envvar="MATHRL_PORT")] = 8000,
     generator_url: Annotated[str | None, typer.Option(envvar="MATHRL_GENERATOR_URL")] = None,
     ray_address: Annotated[str | None, typer.Option(envvar="MATHRL_RAY_ADDRESS")] = None,
+    generators: Annotated[int | None, typer.Option(
+        envvar="MATHRL_GENERATORS", min=1, max=64,
+        help="vLLM replicas, placed by Ray on nodes with a `generator` resource "
+             "(generator.replicas)")] = None,
     db: Annotated[Path, typer.Option(envvar="MATHRL_DB")] = Path(".mathrl/mathrl.db"),
     work_dir: Annotated[Path, typer.Option(envvar="MATHRL_WORK_DIR")] = Path(".mathrl/work"),
     log_level: LogLevelOpt = "info",
@@ -47,7 +51,7 @@ def up(
 
     settings = Settings(host=host, port=port, config=config, db=db, work_dir=work_dir,
                         generator_url=generator_url, ray_address=ray_address,
-                        log_level=log_level)
+                        generators=generators, log_level=log_level)
     serve(settings, on_ready=lambda: logging.getLogger("mathrl.server").info(
         "mathrl is up: API http://%s:%d  dashboard http://%s:%d/", host, port, host, port))
 

@@ -80,6 +80,10 @@ class Recovery:
         `generator.recycle_above_gib`, and serve the current policy again. True if it did.
         A restart that fails raises (the run fails with the reason), as a fault would."""
         bound = self.handle.loop.cfg.generator.recycle_above_gib
+        if bound is not None and self.stack.pool is not None:
+            # Replica by replica, in the background: the others sample meanwhile, and each
+            # loads the current version before it takes prompts again (pool.rejoin).
+            return self.stack.pool.recycle(int(bound * 2**30), step)
         held = self.stack.generator_memory() if bound is not None else None
         if held is None or held <= bound * 2**30:
             return False

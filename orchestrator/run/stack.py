@@ -13,6 +13,8 @@ import ray
 from orchestrator.run import runtime
 from orchestrator.run.evaluate import training_problems
 from orchestrator.run.loop import GRPOLoop, MetricsSink
+from orchestrator.run.pool import ReplicaPool
+from orchestrator.run.pool_sync import PoolSync
 from orchestrator.run.rollout import PromptCache, Scorer
 from services.config import RunConfig
 from services.generator.client import GeneratorClient
@@ -48,6 +50,9 @@ class Stack:
     session logs (`ray_logs`)."""
     ray_logs: str | None = None
     """Ray's session log folder (the learner's stdout/stderr), once Ray is started here."""
+    pool: ReplicaPool | None = None
+    """The Ray-placed replicas (`generator.replicas > 1` or adapters over Ray); then `client`
+    is the pool itself."""
     api_key: str | None = None
     """Bearer key of the generator's `/v1` routes (the API token): given to the vLLM we launch
     (`VLLM_API_KEY`) and sent by our client, to ours or to one at `generator.url`."""
@@ -65,23 +70,53 @@ class Stack:
             served = self.work_dir / "served-model"
             prepare_served_model(self.model_path, served, torch_dtype(self.cfg.model, device))
             self.generator_model_path = str(served.resolve())
-        if self.cfg.generator.url:
-            url = self.cfg.generator.url
+        gen = self.cfg.generator
+        if self.pooled:
+            # The replicas are Ray actors: Ray first (a local head offers `replicas` slots).
+            self._start_ray(generators=gen.replicas)
+            self.pool = ReplicaPool(self.cfg, self.generator_model_path, api_key=self.api_key)
+            self.client = self.pool.start()
+            return self
+        if gen.url:
+            url = gen.url
         else:
             self.server = launch(self.cfg, model_path=self.generator_model_path,
                                  log_path=self.work_dir / "logs" / "generator.log",
                                  device=device, api_key=self.api_key)
             url = self.server.url
-        self.client = GeneratorClient(url, timeout_s=self.cfg.generator.request_timeout_s,
+        self.client = GeneratorClient(url, timeout_s=gen.request_timeout_s,
                                       api_key=self.api_key)
-        if not ray.is_initialized():
-            self.ray_logs = runtime.start_ray(address=self.ray_address,
-                                              log_to_driver=self.ray_log_to_driver)
-            self.owns_ray = True
+        self._start_ray(generators=0)
         return self
 
+    @property
+    def pooled(self) -> bool:
+        gen = self.cfg.generator
+        return gen.replicas > 1 or gen.adapter_transport == "ray"
+
+    @property
+    def launches_generator(self) -> bool:
+        """mathrl started the generator(s), so it can restart them."""
+        return self.server is not None or self.pool is not None
+
+    def _start_ray(self, *, generators: int) -> None:
+        if not ray.is_initialized():
+            self.ray_logs = runtime.start_ray(address=self.ray_address, generators=generators,
+                                              log_to_driver=self.ray_log_to_driver)
+            self.owns_ray = True
+
+    def generator_events(self) -> list[str]:
+        """Notes the replica pool has for the active run (drained)."""
+        out = []
+        while self.pool is not None and self.pool.events:
+            out.append(self.pool.events.popleft())
+        return out
+
     def generator_up(self) -> bool:
-        """The generator answers (and, when we launched it, its process lives)."""
+        """The generator answers (and, when we launched it, its process lives); a pool: one
+        replica at least."""
+        if self.pool is not None:
+            return self.pool.up()
         if self.server is not None and self.server.proc is not None \
                 and self.server.proc.poll() is not None:
             return False
@@ -92,7 +127,9 @@ class Stack:
 
     def generator_memory(self) -> int | None:
         """PSS of the generator we launched (its whole process group), bytes; None for one at
-        `generator.url` or one not running."""
+        `generator.url` or one not running; a pool: its largest replica."""
+        if self.pool is not None:
+            return self.pool.memory()
         if self.server is None or self.server.proc is None or self.server.proc.poll() is not None:
             return None
         from services.generator.memory import process_group_pss
@@ -104,6 +141,8 @@ class Stack:
         group is stopped first), or wait, bounded, for one at `generator.url` (compose restarts
         it). Returns what was done; raises GeneratorError if it does not come back."""
         gen = self.cfg.generator
+        if self.pool is not None:
+            return self.pool.recover()
         if self.server is not None:
             self.server.stop(grace_s=10)
             self.server.start()
@@ -122,6 +161,8 @@ class Stack:
             self.client.close()
         if self.server is not None:
             self.server.stop()
+        if self.pool is not None:
+            self.pool.stop()
         if self.owns_ray:
             runtime.stop_ray()
 
@@ -137,7 +178,7 @@ class RunHandle:
     loop: GRPOLoop
     learner: object
     scorer: Scorer
-    sync: PolicySync
+    sync: PolicySync | PoolSync
     spawn_learner: Callable[[], object] | None = None
     """Starts a fresh learner actor for this run (to replace a dead one)."""
     checkpoints: Path | None = None
@@ -176,13 +217,22 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
     problems = training_problems(cfg)  # without the eval questions (eval.hold_out)
     prompts = PromptCache.from_config(tokenizer, problems, cfg.data, seed=cfg.schedule.seed)
     served_dir = stack.generator_model_path if cfg.generator.sync_mode == "merged" else None
+    # Replicas each hold a GPU through Ray; the learner then asks for one of its own.
+    learner_gpus = 1 if stack.pool is not None and runtime.cluster_has_gpus() else 0
     def spawn():
         return runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
-                                     served_model_dir=served_dir)
+                                     served_model_dir=served_dir, num_gpus=learner_gpus)
 
     learner = spawn()
-    sync = PolicySync(stack.client, mode=cfg.generator.sync_mode, run_name=run_name or cfg.name,
-                      alias=cfg.generator.alias, keep=cfg.generator.keep_adapters)
+    if stack.pool is not None:
+        # The loop's learner, looked up at each use (a respawn replaces it; `loop` is bound
+        # below, before the first version is served).
+        sync = PoolSync(stack.pool, run_name=run_name or cfg.name, alias=cfg.generator.alias,
+                        keep=cfg.generator.keep_adapters, learner=lambda: loop.learner)
+    else:
+        sync = PolicySync(stack.client, mode=cfg.generator.sync_mode,
+                          run_name=run_name or cfg.name, alias=cfg.generator.alias,
+                          keep=cfg.generator.keep_adapters)
     scorer = Scorer(cfg.reward, tokenizer)
     loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
                     scorer=scorer, sinks=sinks)

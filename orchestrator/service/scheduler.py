@@ -90,7 +90,7 @@ class Scheduler:
         if self.stack.generator_up():
             return True
         log.warning("the generator is down; queued runs wait for it")
-        if getattr(self.stack, "server", None) is not None:
+        if getattr(self.stack, "launches_generator", False):
             try:
                 log.warning(self.stack.recover_generator())
                 return True
@@ -173,6 +173,8 @@ class Scheduler:
                 step = loop.state.step
                 ref = loop.last_adapter
                 rec.step(step, metrics, handle.sync.served, ref.path if ref else None)
+                for text in self.stack.generator_events():  # replicas lost, back, recycled
+                    rec.note(step, text)
                 if step % cfg.schedule.checkpoint_every == 0 or step == cfg.schedule.steps:
                     self._checkpoint(loop, handle.checkpoints, rec)
                 if step < cfg.schedule.steps:

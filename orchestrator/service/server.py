@@ -43,9 +43,15 @@ def stack_config(settings: Settings) -> RunConfig:
     elif (problem := model_problem(model)) is not None:
         # A missing local path is said here, not sent to the Hub as an id.
         raise InvalidFile(f"{settings.config}: model.name_or_path: {problem}")
+    update = {}
     if settings.generator_url:
-        cfg = cfg.model_copy(update={"generator": cfg.generator.model_copy(
-            update={"url": settings.generator_url})})
+        update["url"] = settings.generator_url
+    if settings.generators is not None:
+        update["replicas"] = settings.generators
+    if update:
+        # Validated again: a URL and replicas, or merged sync and replicas, are refused here.
+        cfg = RunConfig.model_validate({**cfg.model_dump(), "generator": {
+            **cfg.generator.model_dump(), **update}})
     return cfg
 
 

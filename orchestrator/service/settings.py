@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     generator and learner (same path) when they run in other containers."""
     generator_url: str | None = None
     """An already running vLLM server to use instead of launching one."""
+    generators: int | None = Field(None, ge=1, le=64)
+    """vLLM replicas (`mathrl up --generators N`): overrides the config's
+    `generator.replicas`."""
     ray_address: str | None = None
     """Join this Ray cluster (its learner node carries the `learner` resource) instead of
     starting a local head."""

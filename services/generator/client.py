@@ -61,7 +61,8 @@ class GeneratorClient:
         r.raise_for_status()
         return [m["id"] for m in r.json()["data"]]
 
-    def _generate_one(self, req: GenerateRequest, i: int) -> list[Completion]:
+    def generate_one(self, req: GenerateRequest, i: int) -> list[Completion]:
+        """The n samples of `req.prompts[i]` (one request)."""
         body = {
             "model": req.model,
             "prompt": req.prompts[i],
@@ -97,7 +98,7 @@ class GeneratorClient:
         Requests go out concurrently so that vLLM batches them together."""
         workers = max(1, min(self._max_parallel, len(req.prompts)))
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda i: self._generate_one(req, i), range(len(req.prompts))))
+            return list(pool.map(lambda i: self.generate_one(req, i), range(len(req.prompts))))
 
     # --- runtime LoRA (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) ---
     def load_adapter(self, name: str, path: str, *, inplace: bool = False) -> None:

@@ -65,6 +65,11 @@ class PolicySync:
         self._retire(ref.path)
         return name
 
+    def metrics(self) -> dict[str, float]:
+        """Per-generator sync figures (a pool reports one per replica; one server has none
+        beyond the step's `time/sync`)."""
+        return {}
+
     def _unload(self, name: str) -> None:
         """A generator that restarted no longer has the name: that is not an error."""
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from services.adapter_files import read_adapter
 from services.config import RunConfig
 from services.learner import checkpoint, export
 from services.learner.cpu_memory import ROW_MULTIPLE, bound_onednn_cache, release_free_heap
@@ -86,6 +87,17 @@ class Learner:
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # atomic: vLLM never sees a half-written adapter
         return AdapterRef(version=self.version, path=str(path.resolve()), kind="lora")
+
+    def adapter_files(self, path: str) -> dict[str, bytes]:
+        """A published adapter's files, for nodes that cannot read this node's disk
+        (`generator.adapter_transport = "ray"`)."""
+        return read_adapter(path)
+
+    def remove_adapters(self, paths: list[str]) -> None:
+        """Delete published `step-N` folders no generator serves any more (only this run's)."""
+        for p in map(Path, paths):
+            if p.parent.resolve() == self.adapters_dir.resolve() and p.name.startswith("step-"):
+                shutil.rmtree(p, ignore_errors=True)
 
     # ------------------------------------------------------------------ training
     def _micro_batches(self, seqs: list[TrainSequence]
