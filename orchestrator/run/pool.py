@@ -258,6 +258,14 @@ class ReplicaPool:
         for r in self.replicas:
             r.version = None
 
+    def new_run(self) -> None:
+        """A run starts: no version of it is served yet, and each replica gets
+        `generator.max_restarts` again (a budget per run, as for one server)."""
+        self.forget_versions()
+        self.events.clear()
+        for r in self.replicas:
+            r.restarts = 0
+
     def release(self, names: list[str]) -> None:
         for r in self.replicas:
             if r.up:

@@ -23,7 +23,7 @@ class PoolSync:
         self.served: str | None = None
         self.version: int | None = None
         self._paths: deque[str] = deque()
-        pool.forget_versions()
+        pool.new_run()
         pool.files_of = lambda ref: self.learner().adapter_files.remote(ref.path)
 
     def versioned_name(self, version: int) -> str:
