@@ -316,9 +316,14 @@ class GeneratorConfig(Section):
     Ray). None: `$MATHRL_NODE_DIR` as the node's Ray processes see it, else
     `<system temp>/mathrl-node-<node id>`."""
 
+    @property
+    def pooled(self) -> bool:
+        """Ray-placed replicas (`orchestrator/run/pool.py`) instead of one local server."""
+        return self.replicas > 1 or self.adapter_transport == "ray"
+
     @model_validator(mode="after")
     def _pool(self) -> GeneratorConfig:
-        pooled = self.replicas > 1 or self.adapter_transport == "ray"
+        pooled = self.pooled
         if pooled and self.url:
             raise ValueError("generator.url names one running server: generator.replicas > 1 "
                              "and adapter_transport = \"ray\" need mathrl to launch them")

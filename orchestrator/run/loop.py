@@ -180,20 +180,12 @@ class GRPOLoop:
             "time/overlap_wait": t_wait,
             "time/sync": t_sync,
             **self.sync.metrics(),
-            **self._replica_counts(),
             "adapter/version": float(self.state.adapter_version),
         }
         metrics["time/step"] = time.perf_counter() - t_step
         for sink in self.sinks:
             sink(self.state.step, metrics)
         return metrics
-
-    def _replica_counts(self) -> dict[str, float]:
-        """With a replica pool: prompt requests each replica answered since the last step (the
-        prefetch of the next step included, when there is one)."""
-        take = getattr(self.client, "take_counts", None)
-        return {f"generator/replica{i}_prompts": float(n) for i, n in take().items()} \
-            if take else {}
 
     def _sleep_generator(self) -> None:
         """`generator.sleep_mode`: vLLM hands its weights and KV cache back while the learner

@@ -81,9 +81,12 @@ class ReplicaPool:
     events: deque = field(default_factory=deque)
     """Notes for the active run (a replica lost, back, recycled), drained by the scheduler."""
     current: tuple[str, str, AdapterRef] | None = None
-    """(name, alias, ref) of the version every live replica must serve."""
+    """(run name, alias, ref) of the version every live replica must serve."""
     files_of: Callable[[AdapterRef], object] | None = None
     """With `adapter_transport = "ray"`: the ObjectRef of a version's files (the learner's)."""
+    _files: object | None = None
+    """The current version's files in the object store: read by the learner once, fetched by
+    each replica (and by one that rejoins later)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,10 +132,15 @@ class ReplicaPool:
 
     # ------------------------------------------------------------------ faults
     def mark_down(self, r: Replica, err: BaseException | str) -> None:
+        """Take a live replica out and restart it (once, however many requests saw it fail)."""
         with self._lock:
             if not r.up:
                 return
-            r.up, r.version, r.down_since, r.sync_s = False, None, time.monotonic(), 0.0
+            r.up = False
+        self._down(r, err)
+
+    def _down(self, r: Replica, err: BaseException | str) -> None:
+        r.version, r.down_since, r.sync_s = None, time.monotonic(), 0.0
         # `err`: the failure, or (a string) why it is restarted on purpose.
         what = err if isinstance(err, str) else \
             f"failed ({type(err).__name__}: {str(err)[:160]})"
@@ -177,18 +185,15 @@ class ReplicaPool:
 
     def _readmit(self, r: Replica) -> None:
         if self.current is not None:
-            name, alias, ref = self.current
             try:
-                self._check(r, ray.get(self._load(r, name, alias, ref, None),
-                                       timeout=CALL_TIMEOUT_S), name)
+                self._check(r, ray.get(self._load(r), timeout=CALL_TIMEOUT_S))
             except Exception as e:  # noqa: BLE001 - it goes down again and is retried
-                r.up = True
-                self.mark_down(r, e)
+                self._down(r, e)
                 return
         r.up = True
         self.note(f"generator replica {r.index} is back after "
                   f"{time.monotonic() - r.down_since:.1f} s, serving "
-                  f"{self.current[0] if self.current else 'the base model'}")
+                  f"{f'version {r.version}' if self.current else 'the base model'}")
 
     def recover(self) -> str:
         """The run's recovery path (no replica was left): restart every down replica and wait.
@@ -228,33 +233,37 @@ class ReplicaPool:
         return max(held) if held else None
 
     # ------------------------------------------------------------------ policy versions
-    def _load(self, r: Replica, name: str, alias: str, ref: AdapterRef, previous: str | None):
-        files = self.files_of(ref) if self.cfg.generator.adapter_transport == "ray" else None
-        return r.actor.load.remote(name, alias, ref.version, ref.path, files, previous)
+    def _load(self, r: Replica):
+        """Have `r` serve the current version (an actor call)."""
+        run_name, alias, ref = self.current
+        return r.actor.load.remote(run_name, alias, ref, self._files)
 
-    @staticmethod
-    def _check(r: Replica, report: LoadReport, name: str) -> None:
-        if name not in report.models:
-            raise GeneratorError(f"replica {r.index} does not list {name} after loading it "
-                                 f"(it lists {report.models})")
+    def _check(self, r: Replica, report: LoadReport) -> None:
+        """Versions are checked, not assumed: the server must list the name just loaded."""
+        want = self.current[2].version
+        if report.version != want or report.name not in report.models:
+            raise GeneratorError(f"replica {r.index} does not serve version {want} after "
+                                 f"loading it (it lists {report.models})")
         r.version, r.sync_s = report.version, report.seconds
 
-    def apply(self, name: str, alias: str, ref: AdapterRef, previous: str | None) -> None:
+    def apply(self, run_name: str, alias: str, ref: AdapterRef) -> None:
         """Serve `ref` on every live replica, checked; a replica that fails to is restarted
         (and loads it when it is back). Raises only when no replica serves it."""
-        self.current = (name, alias, ref)
+        self.current = (run_name, alias, ref)
+        ray_transport = self.cfg.generator.adapter_transport == "ray"
+        self._files = self.files_of(ref) if ray_transport else None
         live = [r for r in self.replicas if r.up]
-        calls = [self._load(r, name, alias, ref, previous) for r in live]
+        calls = [self._load(r) for r in live]
         for r, call in zip(live, calls, strict=True):
             try:
-                self._check(r, ray.get(call, timeout=CALL_TIMEOUT_S), name)
+                self._check(r, ray.get(call, timeout=CALL_TIMEOUT_S))
             except Exception as e:  # noqa: BLE001 - the replica, not the version, is at fault
                 self.mark_down(r, e)
         if not any(r.up for r in self.replicas):
-            raise GeneratorError(f"no generator replica serves {name}")
+            raise GeneratorError(f"no generator replica serves version {ref.version}")
 
     def forget_versions(self) -> None:
-        self.current = None
+        self.current = self._files = None
         for r in self.replicas:
             r.version = None
 
@@ -266,13 +275,15 @@ class ReplicaPool:
         for r in self.replicas:
             r.restarts = 0
 
-    def release(self, names: list[str]) -> None:
+    def release(self) -> None:
+        """Unload the run's adapters from every live replica (best effort, at run end)."""
         for r in self.replicas:
             if r.up:
                 try:
-                    ray.get(r.actor.unload.remote(names), timeout=60)
-                except Exception:  # noqa: BLE001 - best effort at run end
+                    ray.get(r.actor.release.remote(), timeout=60)
+                except Exception:  # noqa: BLE001 - the server may be gone
                     pass
+        self.forget_versions()
 
     # ------------------------------------------------------------------ the client interface
     @property

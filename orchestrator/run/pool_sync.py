@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from orchestrator.run.pool import ReplicaPool
+from services.generator.sync import past_keep
 from services.schemas import AdapterRef
 
 
@@ -32,24 +33,20 @@ class PoolSync:
     def apply(self, ref: AdapterRef) -> str:
         if ref.kind != "lora":
             raise ValueError(f"a replica pool serves LoRA adapters, not {ref.kind!r}")
-        name = self.versioned_name(ref.version)
-        self.pool.apply(name, self.alias, ref, self.served)
-        self.served, self.version = name, ref.version
-        self._retire(ref.path)
-        return name
-
-    def _retire(self, path: str) -> None:
-        if path not in self._paths:
-            self._paths.append(path)
-        old = []
-        while self.keep is not None and len(self._paths) > self.keep:
-            old.append(self._paths.popleft())
-        if old:
+        # Each replica names it as PolicySync does (`versioned_name`), checked by the pool.
+        self.pool.apply(self.run_name, self.alias, ref)
+        self.served, self.version = self.versioned_name(ref.version), ref.version
+        if old := past_keep(self._paths, ref.path, self.keep):
             self.learner().remove_adapters.remote(old)  # not awaited: nothing depends on it
+        return self.served
 
     def metrics(self) -> dict[str, float]:
-        """Per replica: seconds its last load took (the files' trip included over Ray)."""
-        return {f"time/sync_replica{r.index}": r.sync_s for r in self.pool.replicas}
+        """Per replica: seconds its last load took (the files' trip included over Ray), and
+        the prompt requests it answered since the previous step (a prefetch included)."""
+        out = {f"time/sync_replica{r.index}": r.sync_s for r in self.pool.replicas}
+        out.update({f"generator/replica{i}_prompts": float(n)
+                    for i, n in self.pool.take_counts().items()})
+        return out
 
     def reset(self) -> None:
         """The replicas restarted: none serves a version of ours."""
@@ -57,7 +54,6 @@ class PoolSync:
         self.pool.forget_versions()
 
     def release(self) -> None:
-        self.pool.release([n for n in (self.served, self.alias) if n])
-        self.pool.forget_versions()
+        self.pool.release()
         self.pool.files_of = None
         self.served = None

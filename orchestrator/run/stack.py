@@ -71,7 +71,7 @@ class Stack:
             prepare_served_model(self.model_path, served, torch_dtype(self.cfg.model, device))
             self.generator_model_path = str(served.resolve())
         gen = self.cfg.generator
-        if self.pooled:
+        if gen.pooled:
             # The replicas are Ray actors: Ray first (a local head offers `replicas` slots).
             self._start_ray(generators=gen.replicas)
             self.pool = ReplicaPool(self.cfg, self.generator_model_path, api_key=self.api_key)
@@ -88,11 +88,6 @@ class Stack:
                                       api_key=self.api_key)
         self._start_ray(generators=0)
         return self
-
-    @property
-    def pooled(self) -> bool:
-        gen = self.cfg.generator
-        return gen.replicas > 1 or gen.adapter_transport == "ray"
 
     @property
     def launches_generator(self) -> bool:
@@ -144,9 +139,7 @@ class Stack:
         if self.pool is not None:
             return self.pool.recover()
         if self.server is not None:
-            self.server.stop(grace_s=10)
-            self.server.start()
-            self.server.wait_ready(gen.startup_timeout_s)
+            self.server.restart(gen.startup_timeout_s)
             return f"generator restarted (pid {self.server.proc.pid})"
         deadline = time.monotonic() + gen.restart_wait_s
         while time.monotonic() < deadline:

@@ -250,6 +250,12 @@ class VLLMServer:
             f"{self.log_tail()}"
         )
 
+    def restart(self, timeout_s: float) -> None:
+        """Stop the whole process group (dead or hung), start again, wait until it answers."""
+        self.stop(grace_s=10)
+        self.start()
+        self.wait_ready(timeout_s)
+
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM our process group (the server and the engine processes it forked).
 

@@ -12,19 +12,18 @@ server's URL directly.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
-import httpx
 from pydantic import BaseModel
 
 from services.adapter_files import write_adapter
 from services.config import RunConfig
 from services.generator.client import GeneratorClient
-from services.generator.launcher import GeneratorError, VLLMServer, detect_device, launch
+from services.generator.launcher import VLLMServer, detect_device, launch
+from services.generator.sync import PolicySync
+from services.schemas import AdapterRef
 
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -76,7 +75,10 @@ class GeneratorReplica:
         self.model_path, self.api_key = model_path, api_key
         self.server: VLLMServer | None = None
         self.url = f"http://{advertised}:{gen.port + index}"
-        self._local: deque[Path] = deque()
+        self.client = GeneratorClient(self.url, timeout_s=gen.request_timeout_s,
+                                      api_key=api_key)
+        """The server's client (its URL stays the same across restarts)."""
+        self._sync: PolicySync | None = None
 
     def start(self) -> ReplicaInfo:
         """Launch the server and wait until it answers (GeneratorError with its log tail)."""
@@ -91,12 +93,13 @@ class GeneratorReplica:
                            and self.server.proc else -1)
 
     def restart(self) -> ReplicaInfo:
-        """Stop the server's whole process group (dead or hung) and start it again."""
+        """Stop the server's whole process group (dead or hung) and start it again; it then
+        serves no adapter of ours."""
         if self.server is None:
             return self.start()
-        self.server.stop(grace_s=10)
-        self.server.start()
-        self.server.wait_ready(self.cfg.generator.startup_timeout_s)
+        self.server.restart(self.cfg.generator.startup_timeout_s)
+        if self._sync is not None:
+            self._sync.reset()
         return self.info()
 
     def memory(self) -> int | None:
@@ -107,59 +110,32 @@ class GeneratorReplica:
 
         return process_group_pss(self.server.proc.pid)
 
-    def _client(self) -> GeneratorClient:
-        return GeneratorClient(self.url, timeout_s=self.cfg.generator.request_timeout_s,
-                               api_key=self.api_key)
-
-    def load(self, name: str, alias: str, version: int, path: str,
-             files: dict[str, bytes] | None = None, previous: str | None = None) -> LoadReport:
-        """Serve version `version` under `name` and `alias` (in place), unload `previous`, and
-        report what the server lists. With `files` (the adapter sent over Ray) they are first
-        written under this node's folder and that copy is loaded; `path` is then only the
-        learner's name for it."""
+    def load(self, run_name: str, alias: str, ref: AdapterRef,
+             files: dict[str, bytes] | None = None) -> LoadReport:
+        """Serve `ref` as PolicySync does for one server (its own name and the alias, the
+        previous name unloaded) and report what the server then lists. With `files` (the
+        adapter sent over Ray) they are first written under this node's folder, per replica
+        since several may share a node, and that copy is loaded (the newest `keep` kept)."""
         t0 = time.perf_counter()
         if files is not None:
-            # Named as served (`<run>-v<version>`): a folder per version, as in `path` mode;
-            # per replica, since several may share a node.
-            path = str(write_adapter(files, self.dir / f"replica{self.index}" / name))
-        with self._client() as client:
-            client.load_adapter(name, path, inplace=True)
-            client.load_adapter(alias, path, inplace=True)
-            if previous is not None and previous != name:
-                try:
-                    client.unload_adapter(previous)
-                except httpx.HTTPStatusError as e:
-                    if e.response.status_code != 404:  # a restarted server no longer has it
-                        raise
-            models = client.models()
-        if files is not None:
-            self._retire(Path(path))
-        return LoadReport(name=name, version=version, path=path, models=models,
-                          seconds=time.perf_counter() - t0)
+            dest = self.dir / f"replica{self.index}" / run_name / f"step-{ref.version}"
+            ref = ref.model_copy(update={"path": str(write_adapter(files, dest))})
+        if self._sync is None or self._sync.run_name != run_name:
+            # Folders of the learner's (`path` transport) are the learner's to delete.
+            self._sync = PolicySync(self.client, mode="lora", run_name=run_name, alias=alias,
+                                    keep=self.keep if files is not None else None)
+        name = self._sync.apply(ref)
+        return LoadReport(name=name, version=ref.version, path=ref.path,
+                          models=self.client.models(), seconds=time.perf_counter() - t0)
 
-    def _retire(self, path: Path) -> None:
-        """Node-local copies older than the last `keep` served ones are deleted (vLLM has
-        unloaded them by now: the alias points at the newest)."""
-        if path not in self._local:
-            self._local.append(path)
-        while len(self._local) > self.keep:
-            shutil.rmtree(self._local.popleft(), ignore_errors=True)  # only folders we wrote
-
-    def unload(self, names: list[str]) -> None:
-        """Best effort (shutdown, or the next run starting from the base)."""
-        try:
-            with self._client() as client:
-                for name in names:
-                    try:
-                        client.unload_adapter(name)
-                    except httpx.HTTPError:
-                        pass
-        except Exception:  # noqa: BLE001 - the server may be gone
-            pass
+    def release(self) -> None:
+        """Unload the run's adapters (best effort: the next run starts from the base)."""
+        if self._sync is not None:
+            self._sync.release()
+            self._sync = None
 
     def stop(self) -> None:
+        self.client.close()
         if self.server is not None:
             self.server.stop()
 
-
-__all__ = ["GeneratorError", "GeneratorReplica", "LoadReport", "ReplicaInfo"]

@@ -24,6 +24,17 @@ from services.schemas import AdapterRef
 _STEP_DIR = re.compile(r"^step-\d+$")
 
 
+def past_keep(served: deque[str], path: str, keep: int | None) -> list[str]:
+    """Record `path` as served (oldest first in `served`) and pop the ones older than the
+    last `keep`: the folders no generator needs any more (None: keep all)."""
+    if path not in served:
+        served.append(path)
+    old = []
+    while keep is not None and len(served) > keep:
+        old.append(served.popleft())
+    return old
+
+
 class PolicySync:
     def __init__(self, client: GeneratorClient, *, mode: str, run_name: str, alias: str,
                  keep: int | None = None):
@@ -86,10 +97,7 @@ class PolicySync:
         """Delete adapter folders older than the last `keep` served ones. Only after vLLM has
         unloaded them: the versioned name is gone and the alias points at the newest folder.
         Only `step-N` folders are ever deleted."""
-        if path not in self._served_paths:
-            self._served_paths.append(path)
-        while self.keep is not None and len(self._served_paths) > self.keep:
-            old = Path(self._served_paths.popleft())
+        for old in map(Path, past_keep(self._served_paths, path, self.keep)):
             if _STEP_DIR.match(old.name) and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
 
