@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Qwen2.5-Math-1.5B (base) on GSM8K under the two published protocols, on a CUDA machine with
-# mathrl installed (`pip install -e .`, vLLM with CUDA) and the model in the Hugging Face cache
-# or at $MODEL:
+# mathrl and vLLM for CUDA installed (`pip install -e '.[gpu]'`, Python 3.11) and the model
+# in the Hugging Face cache or at $MODEL:
 #   paper: the YouronMath paper's eval_gsm8k.py (8 GSM8K train solutions drawn with seed 42,
 #          greedy, 512 new tokens, last-number fallback); the paper reports 71.65 for this model
 #   qwen:  Qwen2.5-Math's qwen25-math-cot (boxed instruction as the system message, greedy,

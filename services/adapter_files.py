@@ -1,11 +1,18 @@
-"""An adapter folder as bytes and back: how a LoRA adapter travels between nodes that share
-no disk (through Ray's object store)."""
+"""A run's adapter folders: as bytes and back (how a LoRA adapter travels between nodes that
+share no disk, through Ray's object store), which `adapters/step-N` are on disk, and a portable
+copy of one (`mathrl export`)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def write_adapter(files: dict[str, bytes], dest: Path) -> Path:
@@ -29,3 +36,35 @@ def read_adapter(path: str) -> dict[str, bytes]:
     root = Path(path)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
+
+
+def adapter_steps(adapters_dir: str | Path) -> dict[int, Path]:
+    """The complete `step-N` adapter folders under a run's `adapters/`, by step. Folders are
+    renamed into place whole (the learner's `publish`), so one with both files is complete;
+    `.tmp` leftovers and folders the retention deleted are not listed."""
+    root = Path(adapters_dir)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for p in root.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and (p / ADAPTER_CONFIG).is_file() and (p / ADAPTER_WEIGHTS).is_file():
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def export_adapter(adapter_dir: str | Path, out: str | Path, base: str) -> Path:
+    """A PEFT adapter folder at `out` (created) that loads anywhere: `adapter_dir`'s weights,
+    and its config with `base_model_name_or_path` set to `base` (the run's `model.name_or_path`
+    as submitted). The learner's own config names the path it loaded the base from, which in a
+    container is a snapshot in its cache and does not exist elsewhere. peft's README is left
+    out: its model card names that same path."""
+    src, out = Path(adapter_dir), Path(out)
+    # The config first: if the retention deletes the folder meanwhile, this fails before any
+    # file is written (FileNotFoundError for the caller to report).
+    config = json.loads((src / ADAPTER_CONFIG).read_text())
+    config["base_model_name_or_path"] = base
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / ADAPTER_WEIGHTS, out / ADAPTER_WEIGHTS)
+    (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out

@@ -82,7 +82,8 @@ def build_tiny_model(out_dir: str | Path, *, vocab_size: int = 512, hidden_size:
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        # Room for 2,560-token requests (configs/tiny-cpu-stack.toml: the paper protocol).
+        max_position_embeddings=4096,
         tie_word_embeddings=True,
         initializer_range=initializer_range,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

@@ -73,7 +73,7 @@ def test_every_route_but_health_needs_the_token(api):
     routes = [(m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods]
     assert ("POST", "/runs") in routes and ("GET", "/metrics") in routes
     for method, path in routes:
-        target = url + path.format(run_id=rid)
+        target = url + path.format(run_id=rid, eval_id="none")
         if (method, path) in PUBLIC:
             assert status_of(method, target) == 200, path
             continue

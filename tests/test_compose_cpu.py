@@ -19,6 +19,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import tomllib
@@ -149,7 +151,79 @@ def _events(api: str, run_id: str, deadline: float):
                 kind, data = None, []
 
 
-def test_compose_cpu_stack_runs_recovers_and_leaves_nothing(stack):
+@pytest.fixture(scope="module")
+def client_mathrl(tmp_path_factory) -> Path:
+    """`mathrl` of a fresh venv holding the client alone (`pip install mathrl`, no extras)."""
+    from client_venv import client_mathrl as build
+
+    return build(tmp_path_factory)
+
+
+def _client(mathrl: Path, api: str, *args: str, timeout: float = 600) -> str:
+    """A verb of the client-only install against the stack; its stdout."""
+    from client_venv import clean_env
+
+    out = subprocess.run([str(mathrl), *args], capture_output=True, text=True, timeout=timeout,
+                         env=clean_env(MATHRL_URL=api))
+    assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-3000:])
+    return out.stdout
+
+
+def _front_door(stack: ComposeStack, run_id: str, mathrl: Path) -> None:
+    """After the run, as a user with only the client: submits that the stack cannot serve are
+    refused, the final adapter is evaluated through the serving generator under the paper
+    protocol, read back over REST, and exported."""
+    tiny = tomllib.loads((ROOT / "configs" / "tiny-cpu.toml").read_text())
+    # The stack serves 2,560 tokens (tiny-cpu-stack.toml): a run asking for more is refused.
+    body = {**tiny, "model": {**tiny["model"], "max_model_len": 4096}}
+    r = httpx.post(f"{stack.api}/runs", json=body, timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "model", "max_model_len"]
+
+    # A few GSM8K problems (and train solutions for the paper's 8 shots) in the data volume.
+    src = ROOT.parent / "shared" / "data" / "gsm8k"
+    stack("exec", "-T", "orchestrator", "mkdir", "-p", "/data/work/data/gsm8k")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, n in (("test.jsonl", 3), ("train.jsonl", 40)):
+            part = Path(tmp) / name
+            part.write_text("".join((src / name).read_text().splitlines(keepends=True)[:n]))
+            stack("cp", str(part), f"orchestrator:/data/work/data/gsm8k/{name}")
+    gsm8k = "gsm8k=/data/work/data/gsm8k/test.jsonl"
+
+    # A run whose step-0 evaluation (paper protocol: 2,048 + 512 tokens) cannot fit its own
+    # 512 tokens would have failed at step 0: refused at submit, and nothing runs.
+    before = httpx.get(f"{stack.api}/runs", timeout=10).json()["runs"]
+    body = {**tiny, "eval": {"enabled": True, "benchmarks": [
+        {"name": "gsm8k", "path": "/data/work/data/gsm8k/test.jsonl", "protocol": "paper"}]}}
+    r = httpx.post(f"{stack.api}/runs", json=body, timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "eval", "benchmarks", "0"], r.text
+    assert httpx.get(f"{stack.api}/runs", timeout=10).json()["runs"] == before
+
+    # Evaluate the final adapter through the serving generator, with the client alone.
+    t0 = time.monotonic()
+    res = json.loads(_client(mathrl, stack.api, "eval", "--run", run_id, "--dataset", gsm8k,
+                             "--protocol", "paper", "--json").strip().splitlines()[-1])
+    print(f"paper-protocol evaluation of 3 GSM8K problems: {time.monotonic() - t0:.0f} s")
+    assert res["step"] == STEPS and res["protocol"] == "paper" and res["n"] == 3, res
+    run = httpx.get(f"{stack.api}/runs/{run_id}", timeout=10).json()
+    mine = [e for e in run["evals"] if e.get("requested") == res["id"]]
+    assert len(mine) == 1 and mine[0]["eval/gsm8k/greedy"] == res["eval/gsm8k/greedy"]
+    gen_log = stack("logs", "--no-color", "generator").stdout
+    assert re.search(rf"Loaded new LoRA adapter: name '[^']*-eval-{res['id'][:6]}', path "
+                     rf"'/data/work/runs/{run_id}/adapters/step-{STEPS}'", gen_log)
+    assert run_id in _client(mathrl, stack.api, "status", run_id)
+
+    # Take the model away: the adapter names the base as submitted, not the container's path.
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "adapter"
+        _client(mathrl, stack.api, "export", run_id, "--out", str(out))
+        config = json.loads((out / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == tiny["model"]["name_or_path"], config
+        assert (out / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_compose_cpu_stack_runs_recovers_and_leaves_nothing(stack, client_mathrl):
     print(f"\nbuild {stack.build_s:.0f} s, up --wait {stack.up_s:.0f} s")
     health = httpx.get(f"{stack.api}/health", timeout=10).json()
     assert health["status"] == "ok" and health["generator"] is True, health
@@ -217,6 +291,8 @@ def test_compose_cpu_stack_runs_recovers_and_leaves_nothing(stack):
     assert last and last.endswith(f"-v{STEPS}"), last
     gen_log = stack("logs", "--no-color", "generator").stdout
     assert f"Loaded new LoRA adapter: name '{last}', path '/data/" in gen_log
+
+    _front_door(stack, run_id, client_mathrl)
 
     # down -v leaves nothing of the project behind.
     stack("down", "-v", "--remove-orphans", timeout=300)

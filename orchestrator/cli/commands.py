@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli import demo, errors, evals, generator, plan, service
+from orchestrator.cli import export as export_verb
 
 # pretty_exceptions_enable=False: failures are printed by errors.run_cli (plain lines, or the
 # plain traceback with --debug), not as a full-screen rich traceback.
@@ -72,6 +73,7 @@ def grade(file: Path,
           timeout_s: Annotated[float, typer.Option(help="Per-item limit")] = 5.0,
           workers: int = 2) -> None:
     """Grade `{"completion", "gold"}` JSONL lines; writes them with `"correct"` to stdout."""
+    errors.require("math_verify")  # imported by the worker processes, not here
     from services.rewards import GraderPool, grade_jsonl
 
     with open(file) as f, GraderPool(n_workers=workers, timeout_s=timeout_s) as pool:
@@ -84,6 +86,7 @@ demo.register(app)
 evals.register(app)
 generator.register(app)
 plan.register(app)
+export_verb.register(app)
 
 
 def main() -> None:

@@ -65,8 +65,10 @@ def demo(steps: Annotated[int | None, typer.Option(help="Override the number of 
     from rich.console import Console
 
     from orchestrator.cli.client import MathrlClient
+    from orchestrator.cli.errors import require
     from orchestrator.cli.service import follow
 
+    require("torch", "vllm", "ray")  # before a model download or build, not after
     console = Console()
     model_path = demo_model(console)
     HOME.mkdir(exist_ok=True)

@@ -15,9 +15,18 @@ import httpx
 from pydantic import ValidationError
 
 from orchestrator.cli.client import ApiError
-from orchestrator.service.settings import InvalidFile
+from orchestrator.service.invalid_file import InvalidFile
 
 API_HINT = "start it with `mathrl up`, or point --url / MATHRL_URL at a running one"
+# What `pip install mathrl` leaves out (the `service`, `cpu` and `gpu` extras bring it): a
+# verb that reaches one of these in a client-only install gets the install line, not a
+# ModuleNotFoundError traceback. Top-level import names, not package names.
+SERVICE_MODULES = frozenset({
+    "torch", "ray", "vllm", "transformers", "peft", "fastapi", "uvicorn", "pydantic_settings",
+    "math_verify", "safetensors", "tokenizers", "gguf", "bitsandbytes", "starlette",
+    "huggingface_hub", "numpy",
+})
+INSTALL_HINT = "pip install 'mathrl[cpu]' (a CPU, Python 3.11) or 'mathrl[gpu]' (CUDA)"
 
 
 @dataclass
@@ -56,10 +65,24 @@ def _api(e: ApiError) -> str:
     return f"{text} (HTTP {e.status})"
 
 
+def require(*modules: str) -> None:
+    """Fail now, as `describe` words it, when a service module is missing: for verbs that
+    would otherwise get far first (`demo` builds a model, `grade`'s workers import
+    math-verify in child processes and would mark every answer wrong)."""
+    import importlib.util
+
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def describe(exc: BaseException) -> Failure | None:
     """The plain-language failure for `exc`, or None when there is nothing to add to it."""
     if isinstance(exc, ApiError):
         return Failure(_api(exc), 1)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in SERVICE_MODULES:
+        return Failure(f"this verb needs the mathrl service, which this install lacks (no "
+                       f"module {exc.name!r}): {INSTALL_HINT}", 2)
     if isinstance(exc, httpx.TransportError):
         url = _url(exc)
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

@@ -90,9 +90,18 @@ def server_plan(cfg, model_path: str, *, cuda: bool, card_bytes: int, card_name:
 
 
 def eval_command(
-    model: Annotated[str, typer.Option(help="Base model: hub id or local directory")],
     dataset: Annotated[str, typer.Option(help="Comma-separated: gsm8k, math500, aime24, amc23 "
                                          "(HF), NAME=FILE, a JSON/JSONL file, arith, HF name")],
+    model: Annotated[str | None, typer.Option(
+        help="Base model: hub id or local directory (a vLLM is launched for it)")] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Evaluate this run's adapter through the running service's generator "
+                      "(no vLLM is launched: the one that serves is used)")] = None,
+    step: Annotated[int | None, typer.Option(
+        min=0, help="With --run: the adapter of this step (default: the newest)")] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", envvar="MATHRL_URL", help="With --run: the API (default 127.0.0.1:8000)")
+    ] = None,
     adapter: Annotated[Path | None, typer.Option(help="Evaluate this LoRA adapter")] = None,
     compare: Annotated[Path | None, typer.Option(
         help="Evaluate the base model and this LoRA adapter in one server start")] = None,
@@ -129,6 +138,19 @@ def eval_command(
 ) -> None:
     """Greedy score (and mean@k, maj@k, pass@k with --samples) of MODEL (+ ADAPTER), each
     with n and its standard error, under one evaluation protocol."""
+    if run is not None:
+        from orchestrator.cli.eval_remote import eval_run
+
+        if model or adapter or compare:
+            raise typer.BadParameter("--run evaluates the run's own adapter on its base model: "
+                                     "give no --model, --adapter or --compare with it")
+        eval_run(run, url=url, benchmarks=[d.strip() for d in dataset.split(",") if d.strip()],
+                 protocol=protocol, limit=limit, samples=samples, step=step, prompt=prompt,
+                 max_new_tokens=max_new_tokens, json_out=json_out,
+                 fewshot_path=str(fewshot_path) if fewshot_path else None)
+        return
+    if model is None:
+        raise typer.BadParameter("give --model (a vLLM is launched for it) or --run RUN_ID")
     if adapter is not None and compare is not None:
         raise typer.BadParameter("give --adapter or --compare, not both")
     try:

@@ -49,6 +49,10 @@ def generator(
     port: Annotated[int, typer.Option(envvar="MATHRL_GENERATOR_PORT")] = 8100,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command, start nothing")
                        ] = False,
+    device: Annotated[str | None, typer.Option(
+        help="cuda or cpu: the device to size the server for (default: the one torch sees). "
+             "With --dry-run, shows what a GPU machine would run from a machine without one.")
+    ] = None,
 ) -> None:
     """Run vLLM's server for CONFIG in the foreground (what `mathrl up` launches itself).
 
@@ -57,8 +61,10 @@ def generator(
 
     if not config.is_file():
         raise InvalidFile(f"{config}: no such config file")
+    if device not in (None, "cuda", "cpu"):
+        raise typer.BadParameter(f"{device!r}: expected cuda or cpu", param_hint="--device")
     token = os.environ.get("MATHRL_API_TOKEN") or None
-    argv, env = generator_command(config, host=host, port=port, api_key=token)
+    argv, env = generator_command(config, host=host, port=port, device=device, api_key=token)
     if dry_run:
         shown = {k: ("***" if k == "VLLM_API_KEY" else v) for k, v in env.items()}
         typer.echo(" ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()))

@@ -13,7 +13,13 @@ from orchestrator.run.rollout import build_problems
 from services.config import BenchmarkConfig, EvalConfig, RunConfig
 from services.data import Problem, load_problems
 from services.evals import BenchmarkTask, load_benchmark, run_benchmark
-from services.evals.protocols import Protocol, fewshot_source, get_protocol, gsm8k_train_pairs
+from services.evals.protocols import (
+    Protocol,
+    fewshot_source,
+    get_protocol,
+    gsm8k_train_pairs,
+    protocol_bound,
+)
 from services.generator.client import GeneratorClient
 from services.rewards import GraderPool
 
@@ -66,6 +72,56 @@ def training_problems(cfg: RunConfig) -> list[Problem]:
     return kept
 
 
+def benchmark_task(cfg: RunConfig, b: BenchmarkConfig, tokenizer) -> BenchmarkTask:
+    """Benchmark `b` rendered for the run's model: its problems, prompts (token ids) and
+    decoding. ValueError when its longest prompt + new tokens exceed `model.max_model_len`
+    (vLLM would refuse those requests with a 400)."""
+    ev = cfg.eval
+    problems = benchmark_problems(cfg, b)
+    proto = benchmark_protocol(b)
+    prompts = [proto.render(tokenizer, p.question, instruction=cfg.data.instruction,
+                            system=cfg.data.system_prompt) for p in problems]
+    max_tokens = proto.max_tokens or ev.max_new_tokens
+    longest = max((len(ids) for ids in prompts), default=0)
+    if longest + max_tokens > cfg.model.max_model_len:
+        raise ValueError(f"eval benchmark {b.name!r} ({b.protocol} protocol): its longest "
+                         f"prompt ({longest} tokens) + {max_tokens} new tokens need "
+                         f"model.max_model_len {longest + max_tokens} or more; "
+                         f"{cfg.model.max_model_len} is set")
+    return BenchmarkTask(name=b.name, problems=problems, prompts=prompts, samples=b.samples,
+                         temperature=b.temperature, max_tokens=max_tokens, stop=proto.stop,
+                         protocol=proto)
+
+
+def _needs_hub(cfg: RunConfig, b: BenchmarkConfig) -> bool:
+    """Its problems, or the paper protocol's 8 shots, come from the Hugging Face Hub."""
+    if b.path is None:
+        return b.name != "arith"
+    return b.protocol == "paper" and fewshot_source(b.path, b.fewshot_path) is None
+
+
+def eval_length_problem(cfg: RunConfig, tokenizer) -> tuple[str, str] | None:
+    """(field, message) for the first evaluation whose prompts would not fit
+    `model.max_model_len`, checked at submit so that the run does not fail at its step-0
+    evaluation. A protocol whose prompt length is bounded (`paper`: 2,048 + 512) fits without
+    loading anything; benchmarks that need the Hub are left to the run's start."""
+    explicit = bool(cfg.eval.benchmarks)
+    for i, b in enumerate(benchmark_configs(cfg.eval)):
+        field = f"eval.benchmarks.{i}" if explicit else "eval.max_new_tokens"
+        bound = protocol_bound(b.protocol)
+        if bound is not None and bound <= cfg.model.max_model_len:
+            continue
+        if _needs_hub(cfg, b):
+            continue
+        try:
+            benchmark_task(cfg, b, tokenizer)
+        except ValueError as e:
+            return field, str(e)
+        except Exception as e:  # noqa: BLE001 - an unreadable file is the request's problem
+            return field, f"benchmark {b.name!r} could not be read: {type(e).__name__}: {e}"
+    return None
+
+
 class Evaluator:
     """Benchmarks rendered once; `__call__(model)` evaluates one served model name and returns
     the stored result: `eval/<benchmark>/<metric>` keys, plus `accuracy` / `format` / `n` of
@@ -75,23 +131,8 @@ class Evaluator:
                  *, report_dir: Path | None = None, step: Callable[[], int] | None = None):
         self.client, self.pool = client, pool
         self.report_dir, self.step = report_dir, step
-        ev = cfg.eval
-        self.tasks: list[BenchmarkTask] = []
-        for b in benchmark_configs(ev):
-            problems = benchmark_problems(cfg, b)
-            proto = benchmark_protocol(b)
-            prompts = [proto.render(tokenizer, p.question, instruction=cfg.data.instruction,
-                                    system=cfg.data.system_prompt) for p in problems]
-            max_tokens = proto.max_tokens or ev.max_new_tokens
-            longest = max((len(ids) for ids in prompts), default=0)
-            if longest + max_tokens > cfg.model.max_model_len:  # vLLM would refuse them
-                raise ValueError(f"eval benchmark {b.name!r}: its longest prompt ({longest} "
-                                 f"tokens) + {max_tokens} new tokens need model.max_model_len "
-                                 f"{longest + max_tokens} or more")
-            self.tasks.append(BenchmarkTask(name=b.name, problems=problems, prompts=prompts,
-                                            samples=b.samples, temperature=b.temperature,
-                                            max_tokens=max_tokens,
-                                            stop=proto.stop, protocol=proto))
+        self.tasks: list[BenchmarkTask] = [benchmark_task(cfg, b, tokenizer)
+                                           for b in benchmark_configs(cfg.eval)]
 
     def __call__(self, model: str) -> dict[str, float]:
         keep = self.report_dir is not None

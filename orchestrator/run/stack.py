@@ -89,6 +89,15 @@ class Stack:
         self._start_ray(generators=0)
         return self
 
+    def served_max_model_len(self) -> int:
+        """The served context length: the generator's own `/v1/models` word, else the
+        config's (a pool, or a generator that does not answer now)."""
+        try:
+            n = self.client.max_model_len()
+        except Exception:  # noqa: BLE001 - the config says what it was started with
+            n = None
+        return n or self.cfg.model.max_model_len
+
     @property
     def launches_generator(self) -> bool:
         """mathrl started the generator(s), so it can restart them."""

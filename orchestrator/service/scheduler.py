@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from orchestrator.run.evaluate import Evaluator
+from orchestrator.run.metrics import format_eval
 from orchestrator.run.recovery import Recovery
 from orchestrator.run.stack import Stack, prepare_run
 from orchestrator.run.trackers import open_trackers
@@ -41,6 +42,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._main, name="scheduler", daemon=True)
 
     def start(self) -> None:
+        self.store.fail_unfinished_eval_jobs("the orchestrator stopped during this evaluation; "
+                                             "ask for it again")
         for run_id in self.store.ids_with_status("starting", "running"):
             if self.resume_active:
                 self.store.requeue(run_id, "the orchestrator restarted: the run resumes from "
@@ -71,7 +74,8 @@ class Scheduler:
             try:
                 queued = self.store.ids_with_status("queued")
                 if not queued:
-                    self._stop.wait(self.poll_s)
+                    if not self._eval_jobs():
+                        self._stop.wait(self.poll_s)
                     continue
                 if not self._generator_ready():
                     continue  # queued runs stay queued until it is back
@@ -98,6 +102,46 @@ class Scheduler:
                 log.warning("generator restart failed: %s", e)
         self._stop.wait(max(self.poll_s, 5.0))
         return False
+
+    def _eval_jobs(self) -> bool:
+        """Run the evaluations asked for over the API, oldest first; True if any ran."""
+        jobs = self.store.eval_jobs(status="queued")
+        for job in jobs:
+            if self._stop.is_set():
+                break
+            self._eval_job(job)
+        return bool(jobs)
+
+    def _eval_job(self, job) -> None:
+        """One requested evaluation: the adapter of its step is loaded into the serving
+        generator under a name of its own, evaluated, and unloaded. Its failure is the job's,
+        never the active run's or the scheduler's."""
+        from transformers import AutoTokenizer
+
+        from orchestrator.run.adapter_eval import evaluate_adapter, pick_adapter, request_config
+
+        store, req = self.store, job.request
+        try:
+            run = store.get(job.run_id)
+            step, folder = pick_adapter(run.run_dir, req.get("step"))
+            store.start_eval_job(job.id, step)
+            cfg = request_config(RunConfig.model_validate(store.config(run.id)), req,
+                                 max_model_len=self.stack.served_max_model_len())
+            tokenizer = AutoTokenizer.from_pretrained(self.stack.model_path)
+            log.info("evaluation %s of run %s (adapter step %d): %s under the %s protocol",
+                     job.id, run.id, step, ", ".join(req["benchmarks"]), req["protocol"])
+            with GraderPool(n_workers=cfg.reward.num_workers,
+                            timeout_s=cfg.reward.timeout_s) as pool:
+                result = evaluate_adapter(
+                    cfg, tokenizer, self.stack.client, pool, adapter=folder,
+                    name=f"{run.name}-{run.id[:6]}-eval-{job.id[:6]}",
+                    report_dir=Path(run.run_dir) / "evals" / f"request-{job.id}", step=step)
+            result.update(protocol=req["protocol"], requested=job.id)
+            store.finish_eval_job(job.id, result=result)
+            log.info("evaluation %s done: %s", job.id, format_eval(step, result))
+        except Exception as e:  # noqa: BLE001 - recorded on the job
+            log.warning("evaluation %s of run %s failed: %s", job.id, job.run_id, e)
+            store.finish_eval_job(job.id, error=f"{type(e).__name__}: {e}"[:2000])
 
     def _fail_if_active(self, run_id: str | None) -> None:
         if run_id is None:
@@ -179,6 +223,7 @@ class Scheduler:
                     self._checkpoint(loop, handle.checkpoints, rec)
                 if step < cfg.schedule.steps:
                     recovery.recycle_generator(step)
+                    self._eval_jobs()  # asked over the API: between steps, not after the run
                 every = cfg.eval.every_n_steps
                 if evaluate and every and step % every == 0 and step < cfg.schedule.steps:
                     rec.eval(step, evaluate(handle.sync.served))

@@ -9,11 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-class InvalidFile(ValueError):
-    """A local file (config, data) that cannot be used; the message says which and why.
-    Raised by `mathrl up` for its `--config` as by the CLI's verbs; `orchestrator.cli.errors`
-    turns it into a plain line and exit code 2."""
+# Defined apart (the client install has no pydantic-settings); server.py imports it from here.
+from orchestrator.service.invalid_file import InvalidFile as InvalidFile
 
 
 class Settings(BaseSettings):

@@ -19,6 +19,7 @@ from typing import Literal
 RunStatus = Literal["queued", "starting", "running", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 EventKind = Literal["status", "metrics", "eval", "note"]
+EvalJobStatus = Literal["queued", "running", "completed", "failed"]
 
 
 # The store's own records: what a read returns. The API maps them to its wire schemas
@@ -61,6 +62,25 @@ class EventRecord:
     at: float
 
 
+@dataclass(frozen=True)
+class EvalJobRecord:
+    """An evaluation asked for over the API (`POST /runs/{id}/evals`), run by the scheduler
+    through the serving generator."""
+
+    id: str
+    run_id: str
+    status: EvalJobStatus
+    request: dict
+    """The request as accepted (benchmarks, protocol, limit, samples, step)."""
+    step: int | None
+    """The adapter step evaluated (the newest when the request named none), once known."""
+    result: dict | None
+    """The stored eval result (`eval/<benchmark>/<metric>` keys), once completed."""
+    error: str | None
+    created_at: float
+    finished_at: float | None
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
@@ -76,6 +96,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS evals (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS eval_jobs (
+    id TEXT PRIMARY KEY, run_id TEXT NOT NULL, status TEXT NOT NULL, request TEXT NOT NULL,
+    step INTEGER, result TEXT, error TEXT, created_at REAL NOT NULL, finished_at REAL);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL, kind TEXT NOT NULL, step INTEGER NOT NULL, path TEXT NOT NULL,
     at REAL NOT NULL);
@@ -264,3 +287,59 @@ class RunStore:
                           (run_id, after))
         return [EventRecord(id=r["id"], run_id=r["run_id"], kind=r["kind"], step=r["step"],
                             data=json.loads(r["data"]), at=r["at"]) for r in rows]
+
+    # ---------------------------------------------------------------- evaluations on request
+    def create_eval_job(self, run_id: str, request: dict) -> str:
+        job_id = uuid.uuid4().hex[:12]
+        self._tx([("INSERT INTO eval_jobs (id, run_id, status, request, step, created_at) "
+                   "VALUES (?, ?, 'queued', ?, ?, ?)",
+                   (job_id, run_id, json.dumps(request), request.get("step"), time.time()))])
+        return job_id
+
+    def _eval_job(self, r: sqlite3.Row) -> EvalJobRecord:
+        return EvalJobRecord(
+            id=r["id"], run_id=r["run_id"], status=r["status"], request=json.loads(r["request"]),
+            step=r["step"], result=json.loads(r["result"]) if r["result"] else None,
+            error=r["error"], created_at=r["created_at"], finished_at=r["finished_at"])
+
+    def eval_job(self, job_id: str) -> EvalJobRecord | None:
+        rows = self._exec("SELECT * FROM eval_jobs WHERE id = ?", (job_id,))
+        return self._eval_job(rows[0]) if rows else None
+
+    def eval_jobs(self, run_id: str | None = None, *, status: str | None = None
+                  ) -> list[EvalJobRecord]:
+        """Oldest first; filtered by run and/or status."""
+        where, args = [], []
+        for col, val in (("run_id", run_id), ("status", status)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM eval_jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        return [self._eval_job(r) for r in self._exec(sql + " ORDER BY created_at, rowid",
+                                                      tuple(args))]
+
+    def start_eval_job(self, job_id: str, step: int) -> None:
+        self._tx([("UPDATE eval_jobs SET status = 'running', step = ? WHERE id = ?",
+                   (step, job_id))])
+
+    def finish_eval_job(self, job_id: str, *, result: dict | None = None,
+                        error: str | None = None) -> None:
+        """completed with `result` (also stored as an eval of the run, with its event), or
+        failed with `error`, in one transaction."""
+        job = self.eval_job(job_id)
+        now = time.time()
+        status = "failed" if error is not None else "completed"
+        stmts = [("UPDATE eval_jobs SET status = ?, result = ?, error = ?, finished_at = ? "
+                  "WHERE id = ?", (status, json.dumps(result) if result is not None else None,
+                                   error, now, job_id))]
+        if result is not None:
+            data = {"step": job.step, **result}
+            stmts += [("INSERT INTO evals (run_id, step, data, at) VALUES (?, ?, ?, ?)",
+                       (job.run_id, job.step, json.dumps(data), now)),
+                      self._event(job.run_id, "eval", job.step, data, now)]
+        self._tx(stmts)
+
+    def fail_unfinished_eval_jobs(self, reason: str) -> None:
+        """At start: a job that was running when the orchestrator stopped is failed, not lost."""
+        self._tx([("UPDATE eval_jobs SET status = 'failed', error = ?, finished_at = ? "
+                   "WHERE status = 'running'", (reason, time.time()))])

@@ -28,6 +28,8 @@ from services.rewards import GraderPool, extract_answer, normalize_gold
 ProtocolName = Literal["mathrl", "paper", "qwen"]
 PROTOCOLS: tuple[str, ...] = ("mathrl", "paper", "qwen")
 PAPER_MAX_TOKENS = 512
+PAPER_MAX_PROMPT_TOKENS = 2048
+"""The paper tokenises its prompts with `truncation=True, max_length=2048`."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,12 @@ def fewshot_source(path: str | None, fewshot_path: str | None) -> str | None:
     return None
 
 
+def protocol_bound(name: str) -> int | None:
+    """Most tokens a request of protocol `name` can take (prompt + new tokens) whatever its
+    problems, when the protocol caps both; None when it depends on the data."""
+    return PAPER_MAX_PROMPT_TOKENS + PAPER_MAX_TOKENS if name == "paper" else None
+
+
 def get_protocol(name: str, *, style: PromptStyle = "zero-shot",
                  train_pairs: Sequence[tuple[str, str]] | None = None) -> Protocol:
     """The protocol `name`; `paper` needs the GSM8K train pairs its 8 shots come from."""
@@ -101,7 +109,8 @@ def get_protocol(name: str, *, style: PromptStyle = "zero-shot",
             raise ValueError("protocol 'paper' needs the GSM8K train split (its 8 shots)")
         prefix = paper_eval_prefix(train_pairs)
         return Protocol("paper", PAPER_MAX_TOKENS, None,
-                        lambda q: paper_eval_prompt(prefix, q), max_prompt_tokens=2048)
+                        lambda q: paper_eval_prompt(prefix, q),
+                        max_prompt_tokens=PAPER_MAX_PROMPT_TOKENS)
     if name == "qwen":
         return Protocol("qwen", QWEN_MAX_TOKENS, list(QWEN_STOP), qwen_prompt)
     raise ValueError(f"unknown protocol {name!r}: one of {', '.join(PROTOCOLS)}")

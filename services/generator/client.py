@@ -61,6 +61,14 @@ class GeneratorClient:
         r.raise_for_status()
         return [m["id"] for m in r.json()["data"]]
 
+    def max_model_len(self) -> int | None:
+        """The context length the server was started with (`--max-model-len`), as its
+        `/v1/models` reports it for the base model; None when it does not say."""
+        r = self._http.get("/v1/models")
+        r.raise_for_status()
+        lens = [m["max_model_len"] for m in r.json()["data"] if m.get("max_model_len")]
+        return min(lens) if lens else None
+
     def generate_one(self, req: GenerateRequest, i: int) -> list[Completion]:
         """The n samples of `req.prompts[i]` (one request)."""
         body = {

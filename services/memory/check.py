@@ -14,9 +14,12 @@ def applies(cfg: RunConfig) -> bool:
     return named or cfg.learner.device == "cuda"
 
 
-def fit_problem(cfg: RunConfig, model_path: str | None = None) -> tuple[str, str] | None:
+def fit_problem(cfg: RunConfig, model_path: str | None = None, *,
+                served: RunConfig | None = None) -> tuple[str, str] | None:
     """None when the run fits (or is not planned); else (config field to change, message).
-    A model whose config.json cannot be found offline is not planned here."""
+    `served`: the config of the generator that is actually running (a service's stack): the
+    run's learner is planned beside that generator on that card. A model whose config.json
+    cannot be found offline is not planned here."""
     if not applies(cfg):
         return None
     try:
@@ -24,7 +27,7 @@ def fit_problem(cfg: RunConfig, model_path: str | None = None) -> tuple[str, str
     except (FileNotFoundError, ValueError, KeyError):
         return None
     try:
-        plan = plan_run(shape, cfg)
+        plan = plan_run(shape, cfg, served=served)
     except ValueError as e:  # the only one: a LoRA target that is no linear layer of the model
         return "lora.target_modules", str(e)
     return refusal(plan)

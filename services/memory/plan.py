@@ -379,12 +379,17 @@ def plan_serving(shape: ModelShape, cfg: RunConfig, *, card_bytes: int, cuda: bo
                       card_name=card_name or f"{card_bytes / GiB:.2f} GiB card")
 
 
-def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) -> MemoryPlan:
-    gen = generator_side(shape, cfg)
+def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None,
+             served: RunConfig | None = None) -> MemoryPlan:
+    """`served`: the config the running generator was started from (a service's stack): its
+    generator side and card are planned instead of the run's own, since that is the vLLM the
+    run's learner will share the card with."""
+    stack = served or cfg
+    gen = generator_side(shape, stack)
     learner = learner_side(shape, cfg)
-    other = _other(cfg)
+    other = _other(stack)
     asleep = None
-    if cfg.generator.sleep_mode:
+    if stack.generator.sleep_mode:
         g = gen.components
         asleep = g["context"] + g.get("cuda_graphs", 0) + g.get("lora", 0)
         busy = max(gen.total + learner_at_rest(learner), asleep + learner.total)
@@ -395,9 +400,9 @@ def plan_run(shape: ModelShape, cfg: RunConfig, *, gpu_gb: float | None = None) 
         ("learner.optimizer", cfg.learner.optimizer != "adamw"),
         ("learner.activations", micro_batch_tokens(cfg)[0] <= cfg.model.max_model_len),
         ("learner.lora", cfg.lora.rank == 1),
-        ("generator.lora", cfg.generator.max_loras == 1),
+        ("generator.lora", stack.generator.max_loras == 1),
     ) if done]
-    card_bytes, card_name = card_of(cfg, gpu_gb)
+    card_bytes, card_name = card_of(stack, gpu_gb)
     return MemoryPlan(card_bytes=card_bytes, generator=gen, card_name=card_name,
                       learner=learner, other=other, total=busy + other.total,
                       advice={"learner.activations": pass_setting(cfg)},

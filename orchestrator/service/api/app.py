@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,7 +10,8 @@ from fastapi.staticfiles import StaticFiles
 
 from orchestrator.service.api.auth import BearerAuth
 from orchestrator.service.api.limits import ApiPolicy, BodyLimit
-from orchestrator.service.api.routes import runs, system
+from orchestrator.service.api.routes import evals, runs, system
+from orchestrator.service.api.routes.export import router as export_router
 from orchestrator.service.api.routes.policy import router as ask_router
 from orchestrator.service.api.routes.system import STATIC
 from orchestrator.service.store import RunStore
@@ -23,6 +24,8 @@ class Service:
 
     scheduler: object | None = None
     stack: object | None = None
+    _served_len: int | None = field(default=None, repr=False)
+    _tokenizer: object | None = field(default=None, repr=False)
 
     def incompatibility(self, cfg: RunConfig) -> tuple[str, str] | None:
         """(field, message) when `cfg` cannot run on this stack, else None."""
@@ -40,7 +43,37 @@ class Service:
         if cfg.lora.rank > base.generator.max_lora_rank:
             return ("lora.rank", f"the generator accepts ranks up to "
                                  f"{base.generator.max_lora_rank}")
+        served = self.served_max_model_len()
+        if cfg.model.max_model_len > served:
+            # vLLM answers 400 to any request longer than its --max-model-len: the run would
+            # fail at its first long prompt (the step-0 evaluation of the paper recipe).
+            return ("model.max_model_len",
+                    f"{cfg.model.max_model_len} tokens, but the running generator serves at "
+                    f"most {served} (its --max-model-len); lower it, or start the stack with "
+                    "a config whose model.max_model_len is larger")
+        if cfg.eval.enabled:
+            from orchestrator.run.evaluate import eval_length_problem
+
+            return eval_length_problem(cfg, self.tokenizer())
         return None
+
+    def served_config(self) -> RunConfig | None:
+        """The config the running generator was started from (None in API-only mode)."""
+        return None if self.stack is None else self.stack.cfg
+
+    def served_max_model_len(self) -> int:
+        """The generator's `--max-model-len` (remembered: a restart keeps its flags)."""
+        if self._served_len is None:
+            self._served_len = self.stack.served_max_model_len()
+        return self._served_len
+
+    def tokenizer(self):
+        """The served model's tokenizer (loaded once): submit-time prompt-length checks."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.stack.model_path)
+        return self._tokenizer
 
     def generator_ok(self) -> bool:
         if self.stack is None or self.stack.client is None:
@@ -86,6 +119,8 @@ def create_app(store: RunStore, service: Service | None = None, *, lifespan=None
     if policy.token:
         app.add_middleware(BearerAuth, token=policy.token)
     app.include_router(runs.router)
+    app.include_router(evals.router)
+    app.include_router(export_router)
     app.include_router(system.router)
     app.include_router(ask_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -4,8 +4,8 @@ declares, so a field added to a record reaches the API only when its schema decl
 
 from __future__ import annotations
 
-from orchestrator.service.api.schemas import Event, RunPublic, StepMetrics
-from orchestrator.service.store import EventRecord, RunRecord, StepRecord
+from orchestrator.service.api.schemas import EvalJobPublic, Event, RunPublic, StepMetrics
+from orchestrator.service.store import EvalJobRecord, EventRecord, RunRecord, StepRecord
 
 
 def run_public(r: RunRecord) -> RunPublic:
@@ -18,3 +18,7 @@ def step_metrics(r: StepRecord) -> StepMetrics:
 
 def event(r: EventRecord) -> Event:
     return Event.model_validate(r, from_attributes=True)
+
+
+def eval_job_public(r: EvalJobRecord) -> EvalJobPublic:
+    return EvalJobPublic.model_validate(r, from_attributes=True)

@@ -60,11 +60,17 @@ function mergeStatus(st) {
   if (!S.status || ORDER.indexOf(st) >= ORDER.indexOf(S.status)) S.status = st;
 }
 
+// One row per evaluation: those asked for after the run (`requested`: the job id) sit beside
+// the run's own at the same step instead of replacing them.
+function evalKey(e, step) {
+  return `${e.step ?? step}:${e.requested || ""}`;
+}
+
 function mergeRun(run) {
   if (!run || run.id !== S.sel) return;
   S.run = run;
   mergeStatus(run.status);
-  for (const e of run.evals || []) S.evals.set(e.step, e);
+  for (const e of run.evals || []) S.evals.set(evalKey(e), e);
 }
 
 function addMetrics(step, metrics) {
@@ -111,7 +117,7 @@ function connect(id) {
   const mine = (fn) => (e) => { if (S.es === es) { fn(JSON.parse(e.data)); schedule(); } };
   es.onopen = () => { if (S.es === es) setConn("live", "live"); };
   es.addEventListener("metrics", mine((ev) => addMetrics(ev.step, ev.data)));
-  es.addEventListener("eval", mine((ev) => S.evals.set(ev.data.step ?? ev.step, ev.data)));
+  es.addEventListener("eval", mine((ev) => S.evals.set(evalKey(ev.data, ev.step), ev.data)));
   es.addEventListener("status", mine((ev) => {
     mergeStatus(ev.data.status);
     if (S.status === ev.data.status) S.reason = ev.data.reason || "";
@@ -205,7 +211,9 @@ function renderEvals() {
   const rows = [...S.evals.values()].sort((a, b) => a.step - b.step);
   $("#evals-card").hidden = rows.length === 0;
   $("#evals tbody").replaceChildren(...rows.map((e) => el("tr", {},
-    el("td", {}, String(e.step)), el("td", {}, pct(e.accuracy)), el("td", {}, pct(e.format)),
+    el("td", {}, String(e.step)),
+    el("td", {}, e.requested ? `on request (${e.protocol || "mathrl"})` : "during the run"),
+    el("td", {}, pct(e.accuracy)), el("td", {}, pct(e.format)),
     el("td", {}, e.n == null ? "–" : String(e.n)))));
 }
 

@@ -14,7 +14,8 @@ const Evals = (() => {
   }
 
   function draw(cv) {
-    const rows = [...S.evals.values()].filter((e) => Number.isFinite(e.step))
+    // The run's own evaluations make the curve; those asked for later are in the table.
+    const rows = [...S.evals.values()].filter((e) => Number.isFinite(e.step) && !e.requested)
       .sort((a, b) => a.step - b.step);
     const ser = series(rows);
     $("#evals-chart-card").hidden = ser.length === 0;

@@ -26,7 +26,9 @@ def submit_run(cfg: RunConfig, store: StoreDep, service: ServiceDep,
                policy: PolicyDep) -> RunCreated:
     # A run whose memory plan overflows its card is refused now, not OOM-killed in an hour;
     # hostile paths and sizes (policy) before anything that looks at the model.
-    problem = policy.run_problem(cfg) or fit_problem(cfg) or service.incompatibility(cfg)
+    # The plan is of this run's learner beside the generator that is running, on its card.
+    problem = (policy.run_problem(cfg) or service.incompatibility(cfg)
+               or fit_problem(cfg, served=service.served_config()))
     if problem is not None:
         field, msg = problem
         raise HTTPException(status_code=422, detail=[
@@ -53,9 +55,10 @@ def get_metrics(run: RunDep, store: StoreDep,
                 ) -> MetricsPublic | Response:
     steps = [step_metrics(s) for s in store.metrics(run.id)]
     if format == "csv":
-        return Response(metrics_csv(steps), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="{run.name}-{run.id}-metrics.csv"'})
-    return MetricsPublic(run_id=run.id, steps=steps)
+        return Response(metrics_csv(steps, run.evals), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{run.name}-{run.id}-metrics.csv"'})
+    return MetricsPublic(run_id=run.id, steps=steps, evals=run.evals)
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)
