@@ -53,6 +53,30 @@ def adapter_steps(adapters_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+class MissingAdapter(LookupError):
+    """No adapter of the asked step on disk. `steps`: those that are (empty: none yet)."""
+
+    def __init__(self, message: str, steps: list[int]):
+        super().__init__(message)
+        self.steps = steps
+
+
+def pick_adapter(run_dir: str | Path | None, step: int | None = None) -> tuple[int, Path]:
+    """(step, folder) of the run's adapter of `step` (`<run_dir>/adapters/step-N`), or of the
+    newest on disk; MissingAdapter saying which steps are there otherwise (the retention,
+    `generator.keep_adapters`, deletes old ones). `run_dir` None: a run not started yet."""
+    steps = adapter_steps(Path(run_dir) / "adapters") if run_dir else {}
+    if not steps:
+        raise MissingAdapter("no adapter on disk yet", [])
+    if step is None:
+        step = max(steps)
+    if step not in steps:
+        raise MissingAdapter(f"no adapter of step {step} on disk (older steps are deleted past "
+                             f"generator.keep_adapters); available: {sorted(steps)}",
+                             sorted(steps))
+    return step, steps[step]
+
+
 def export_adapter(adapter_dir: str | Path, out: str | Path, base: str) -> Path:
     """A PEFT adapter folder at `out` (created) that loads anywhere: `adapter_dir`'s weights,
     and its config with `base_model_name_or_path` set to `base` (the run's `model.name_or_path`

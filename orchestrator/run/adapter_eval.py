@@ -9,40 +9,10 @@ and unloads it. The scheduler runs these jobs between training steps or when no 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from orchestrator.run.evaluate import Evaluator
 from services.config import BenchmarkConfig, RunConfig
-
-STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def adapter_steps(run_dir: str | Path | None) -> dict[int, Path]:
-    """The run's adapters still on disk: step -> folder (`<run_dir>/adapters/step-N` holding
-    an `adapter_config.json`; older ones are deleted past `generator.keep_adapters`)."""
-    root = Path(run_dir) / "adapters" if run_dir else None
-    if root is None or not root.is_dir():
-        return {}
-    out = {}
-    for d in root.iterdir():
-        if (m := STEP_DIR.match(d.name)) and (d / "adapter_config.json").is_file():
-            out[int(m.group(1))] = d
-    return dict(sorted(out.items()))
-
-
-def pick_adapter(run_dir: str | Path | None, step: int | None) -> tuple[int, Path]:
-    """(step, folder) of the asked step, or of the newest adapter; LookupError saying which
-    steps are there otherwise."""
-    found = adapter_steps(run_dir)
-    if not found:
-        raise LookupError("the run has no adapter on disk yet")
-    if step is None:
-        step = max(found)
-    if step not in found:
-        shown = ", ".join(map(str, list(found)[-10:]))
-        raise LookupError(f"no adapter of step {step}; on disk: steps {shown}")
-    return step, found[step]
 
 
 def parse_benchmark(spec: str) -> tuple[str, str | None]:

@@ -118,7 +118,8 @@ class Scheduler:
         never the active run's or the scheduler's."""
         from transformers import AutoTokenizer
 
-        from orchestrator.run.adapter_eval import evaluate_adapter, pick_adapter, request_config
+        from orchestrator.run.adapter_eval import evaluate_adapter, request_config
+        from services.adapter_files import pick_adapter
 
         store, req = self.store, job.request
         try:

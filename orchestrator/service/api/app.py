@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from orchestrator.run.evaluate import eval_length_problem
 from orchestrator.service.api.auth import BearerAuth
 from orchestrator.service.api.limits import ApiPolicy, BodyLimit
 from orchestrator.service.api.routes import evals, runs, system
@@ -24,8 +26,8 @@ class Service:
 
     scheduler: object | None = None
     stack: object | None = None
-    _served_len: int | None = field(default=None, repr=False)
     _tokenizer: object | None = field(default=None, repr=False)
+    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def incompatibility(self, cfg: RunConfig) -> tuple[str, str] | None:
         """(field, message) when `cfg` cannot run on this stack, else None."""
@@ -43,7 +45,7 @@ class Service:
         if cfg.lora.rank > base.generator.max_lora_rank:
             return ("lora.rank", f"the generator accepts ranks up to "
                                  f"{base.generator.max_lora_rank}")
-        served = self.served_max_model_len()
+        served = self.stack.served_max_model_len()
         if cfg.model.max_model_len > served:
             # vLLM answers 400 to any request longer than its --max-model-len: the run would
             # fail at its first long prompt (the step-0 evaluation of the paper recipe).
@@ -52,28 +54,23 @@ class Service:
                     f"most {served} (its --max-model-len); lower it, or start the stack with "
                     "a config whose model.max_model_len is larger")
         if cfg.eval.enabled:
-            from orchestrator.run.evaluate import eval_length_problem
-
-            return eval_length_problem(cfg, self.tokenizer())
+            return self.with_tokenizer(lambda tok: eval_length_problem(cfg, tok))
         return None
 
     def served_config(self) -> RunConfig | None:
         """The config the running generator was started from (None in API-only mode)."""
         return None if self.stack is None else self.stack.cfg
 
-    def served_max_model_len(self) -> int:
-        """The generator's `--max-model-len` (remembered: a restart keeps its flags)."""
-        if self._served_len is None:
-            self._served_len = self.stack.served_max_model_len()
-        return self._served_len
+    def with_tokenizer(self, fn):
+        """`fn(tokenizer)` with the served model's tokenizer (loaded once), one caller at a
+        time: a fast tokenizer used from two request threads at once can fail ("Already
+        borrowed"), and submit-time prompt checks are rare."""
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
 
-    def tokenizer(self):
-        """The served model's tokenizer (loaded once): submit-time prompt-length checks."""
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.stack.model_path)
-        return self._tokenizer
+                self._tokenizer = AutoTokenizer.from_pretrained(self.stack.model_path)
+            return fn(self._tokenizer)
 
     def generator_ok(self) -> bool:
         if self.stack is None or self.stack.client is None:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # The run statuses are the store's (one vocabulary); re-exported for the routes and the client.
-from orchestrator.service.store import TERMINAL, RunStatus
+from orchestrator.service.store import TERMINAL, EvalJobStatus, RunStatus
 
 __all__ = ["TERMINAL", "EvalJobPublic", "EvalJobsPublic", "EvalRequest", "Event", "Health",
            "MetricsPublic", "Public", "RunCreated", "RunPublic", "RunStatus", "RunsPublic",
@@ -108,8 +108,6 @@ class EvalRequest(Public):
     """GSM8K train JSONL of the `paper` protocol's 8 shots (None: `train.jsonl` beside the
     benchmark's file, else the Hugging Face train split)."""
 
-
-EvalJobStatus = Literal["queued", "running", "completed", "failed"]
 
 
 class EvalJobPublic(Public):

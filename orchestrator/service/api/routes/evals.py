@@ -10,12 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import ValidationError
 
-from orchestrator.run.adapter_eval import pick_adapter, request_config
-from orchestrator.run.evaluate import benchmark_configs, benchmark_task
+from orchestrator.run.adapter_eval import request_config
+from orchestrator.run.evaluate import eval_length_problem
 from orchestrator.service.api.deps import RunDep, ServiceDep, StoreDep
 from orchestrator.service.api.limits import PolicyDep
 from orchestrator.service.api.records import eval_job_public
 from orchestrator.service.api.schemas import EvalJobPublic, EvalJobsPublic, EvalRequest
+from services.adapter_files import MissingAdapter, pick_adapter
 from services.config import RunConfig
 
 router = APIRouter(prefix="/runs", tags=["evals"])
@@ -37,15 +38,15 @@ def _check(req: EvalRequest, run, store, service, policy) -> None:
                             "one generator with sync_mode = 'lora'")
     try:
         pick_adapter(run.run_dir, req.step)
-    except LookupError as e:
-        raise HTTPException(status_code=404 if req.step is not None else 409,
+    except MissingAdapter as e:  # as for an export: a step gone 404, none yet 409
+        raise HTTPException(status_code=404 if e.steps else 409,
                             detail=f"run {run.id}: {e}") from None
     if req.limit is not None and req.limit > policy.max_eval_problems:
         raise _refuse("limit", f"at most {policy.max_eval_problems} problems "
                                "(MATHRL_MAX_EVAL_PROBLEMS)")
     try:
         cfg = request_config(RunConfig.model_validate(store.config(run.id)),
-                             req.model_dump(), max_model_len=service.served_max_model_len())
+                             req.model_dump(), max_model_len=stack.served_max_model_len())
     except ValidationError as e:
         raise _refuse("benchmarks", "; ".join(x["msg"] for x in e.errors())) from None
     if (problem := policy.run_problem(cfg)) is not None:
@@ -53,14 +54,10 @@ def _check(req: EvalRequest, run, store, service, policy) -> None:
         field = "fewshot_path" if field.endswith("fewshot_path") else \
             field.replace("eval.benchmarks", "benchmarks").removesuffix(".path")
         raise _refuse(field, msg)
-    for i, b in enumerate(benchmark_configs(cfg.eval)):
-        try:  # loads the problems and renders every prompt: refused now, not at run time
-            benchmark_task(cfg, b, service.tokenizer())
-        except ValueError as e:
-            raise _refuse(f"benchmarks.{i}", f"{e} (the served --max-model-len)") from None
-        except Exception as e:  # noqa: BLE001 - unreadable data, an unreachable Hub
-            raise _refuse(f"benchmarks.{i}", f"benchmark {b.name!r} could not be loaded: "
-                                             f"{type(e).__name__}: {e}") from None
+    # Prompts rendered with the served tokenizer, as for a submitted run's evaluations.
+    if (problem := service.with_tokenizer(lambda tok: eval_length_problem(cfg, tok))):
+        field, msg = problem
+        raise _refuse(field.removeprefix("eval."), msg)
 
 
 @router.post("/{run_id}/evals", status_code=202, response_model=EvalJobPublic)

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 
 from orchestrator.service.api.deps import RunDep, ServiceDep, StoreDep
 from orchestrator.service.api.schemas import RunPublic
-from services.adapter_files import adapter_steps, export_adapter
+from services.adapter_files import MissingAdapter, export_adapter, pick_adapter
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 MAX_STEP = 10**9
@@ -31,20 +31,16 @@ model in bf16), and two at once could take the memory the learner and vLLM need.
 
 def _adapter(run: RunPublic, cfg: dict, step: int | None) -> tuple[int, Path]:
     """(step, folder) of the adapter asked for: `step`, or the newest on disk."""
-    steps = adapter_steps(Path(run.run_dir) / "adapters") if run.run_dir else {}
-    if not steps:
+    try:
+        return pick_adapter(run.run_dir, step)
+    except MissingAdapter as e:
+        if e.steps:  # that step is gone (or never was); the others are said
+            raise HTTPException(status_code=404, detail=f"run {run.id}: {e}") from None
         merged = cfg.get("generator", {}).get("sync_mode") == "merged"
         why = (" (sync_mode \"merged\" writes the merged weights, no adapter)" if merged
                else "")
         raise HTTPException(status_code=409,
-                            detail=f"run {run.id} has no adapter on disk yet{why}")
-    if step is None:
-        step = max(steps)
-    if step not in steps:
-        # The retention (generator.keep_adapters) deletes old steps; say which are left.
-        raise HTTPException(status_code=404, detail=f"run {run.id} has no adapter of step "
-                                                    f"{step}; available: {sorted(steps)}")
-    return step, steps[step]
+                            detail=f"run {run.id} has no adapter on disk yet{why}") from None
 
 
 def _base_path(name: str, service) -> str:
