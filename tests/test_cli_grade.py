@@ -23,3 +23,26 @@ def test_grade_cli(tmp_path):
     assert [g["correct"] for g in got] == [True, True, False, True]
     assert got[0]["id"] == 1
     assert "3/4 correct" in out.stderr
+
+
+def test_grade_cli_lenient_reads_unanchored_numbers(tmp_path):
+    """`8` and `3 + 5 = 8` (gold 8) are wrong under strict grading, right under lenient; an
+    anchored answer still wins over a later number in both."""
+    f = tmp_path / "in.jsonl"
+    rows = [{"completion": "8", "gold": "8"},
+            {"completion": "3 + 5 = 8", "gold": 8},
+            {"completion": "\\boxed{7}, not 8", "gold": "8"},
+            {"completion": "no number here", "gold": "8"}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    exe = shutil.which("mathrl") or str(Path(sys.executable).with_name("mathrl"))
+    got = {}
+    for mode in ("strict", "lenient"):
+        out = subprocess.run([exe, "grade", str(f), "--grading", mode], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        got[mode] = [json.loads(line)["correct"] for line in out.stdout.splitlines()]
+    assert got == {"strict": [False, False, False, False],
+                   "lenient": [True, True, False, False]}
+    bad = subprocess.run([exe, "grade", str(f), "--grading", "loose"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode != 0 and "--grading" in bad.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,34 @@ def test_every_math500_gold_grades_right_against_itself(pool):
              for p in problems]
     wrong = [p.answer for p, o in zip(problems, pool.grade(items), strict=True) if not o.correct]
     assert len(problems) == 500 and wrong == []
+
+
+@pytest.mark.parametrize("completion,strict,lenient", [
+    ("8", None, "8"),
+    ("3 + 5 = 8", None, "8"),
+    ("3 + 5 = 8.", None, "8"),
+    ("so 12-5", None, "5"),  # a binary minus is not a sign
+    ("x = -2.5.", None, "-2.5"),
+    ("that makes 1,234 apples", None, "1234"),
+    ("half is 3/4", None, "3/4"),
+    ("\\boxed{7} then 9", "7", "7"),  # an anchored answer wins in both modes
+    ("The answer is 12. Then 13", "12", "12"),
+    ("no digits", None, None),
+    ("", None, None),
+])
+def test_lenient_grading_reads_the_last_number(completion, strict, lenient):
+    assert extract_answer(completion) == strict
+    assert extract_answer(completion, "strict") == strict
+    assert extract_answer(completion, "lenient") == lenient
+
+
+def test_lenient_extraction_is_linear_on_hostile_text():
+    text = "1," * 200_000 + "x" + "9" * 100_000
+    t0 = time.monotonic()
+    assert extract_answer(text, "lenient") == "9" * 100_000
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_unknown_grading_is_refused():
+    with pytest.raises(ValueError, match="grading"):
+        extract_answer("8", "loose")

@@ -71,13 +71,18 @@ def train(config: Path,
 @app.command()
 def grade(file: Path,
           timeout_s: Annotated[float, typer.Option(help="Per-item limit")] = 5.0,
-          workers: int = 2) -> None:
+          workers: int = 2,
+          grading: Annotated[str, typer.Option(
+              help="strict: only anchored answers (\\boxed{}, '####', 'the answer is'); "
+                   "lenient: else the last number in the completion")] = "strict") -> None:
     """Grade `{"completion", "gold"}` JSONL lines; writes them with `"correct"` to stdout."""
+    if grading not in ("strict", "lenient"):
+        raise typer.BadParameter("strict or lenient", param_hint="--grading")
     errors.require("math_verify")  # imported by the worker processes, not here
     from services.rewards import GraderPool, grade_jsonl
 
     with open(file) as f, GraderPool(n_workers=workers, timeout_s=timeout_s) as pool:
-        n, correct = grade_jsonl(f, sys.stdout, pool)
+        n, correct = grade_jsonl(f, sys.stdout, pool, grading)  # type: ignore[arg-type]
     typer.echo(f"{correct}/{n} correct", err=True)
 
 

@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Literal
 
-__all__ = ["extract_answer", "has_boxed", "normalize_gold", "strip_thousands"]
+__all__ = ["GRADINGS", "Grading", "extract_answer", "extract_last_number", "has_boxed",
+           "normalize_gold", "strip_thousands"]
+
+# How an answer is read from a completion (see ``extract_answer``). ``strict`` counts only
+# anchored answers, so a gain under it can be format as much as skill; ``lenient`` also reads
+# an unanchored last number, so a gain under it is skill.
+Grading = Literal["strict", "lenient"]
+GRADINGS: tuple[str, ...] = ("strict", "lenient")
 
 # LaTeX commands whose argument is taken as the final answer.
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -53,6 +61,11 @@ _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 # "#### The final answer is 72" (the paper's released format): the phrase before the value.
 _HASH_PHRASE = re.compile(r"(?:the\s+)?(?:final\s+)?answer(?:\s*:|\s+is\b\s*:?)[ \t]*",
                           re.IGNORECASE)
+
+# A plain number for the lenient reading: optional sign (not when it is a binary minus
+# glued to a digit or letter, "5-3" reads 3), thousands groups, decimals, one "/" fraction.
+# No nested quantifiers, so finditer over the whole text stays linear.
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?(?:/\d+)?|(?<=\w)\d+(?:\.\d+)?")
 
 # "27.0", "-3.000" -> integer. Keeps e.g. "27.5" untouched (math-verify compares those).
 _INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
@@ -173,8 +186,22 @@ def _clean_phrase_answer(raw: str) -> str:
     return strip_thousands(s)
 
 
-def extract_answer(text: str) -> str | None:
+def extract_last_number(text: str) -> str | None:
+    """The last number written anywhere in ``text`` (thousands separators removed), or None.
+
+    ``"3 + 5 = 8"`` -> ``"8"``, ``"x = -2.5."`` -> ``"-2.5"``, ``"5-3"`` -> ``"3"``.
+    """
+    last = None
+    for last in _NUMBER.finditer(text or ""):  # noqa: B007 - we want the last match
+        pass
+    return None if last is None else strip_thousands(last.group())
+
+
+def extract_answer(text: str, grading: Grading = "strict") -> str | None:
     """Extract the final answer from a model completion.
+
+    ``grading="lenient"``: the strict answer below when there is one, else the last number
+    in the text whatever the format (`extract_last_number`), so lenient >= strict always.
 
     Priority (the first rule that yields something wins):
 
@@ -189,6 +216,15 @@ def extract_answer(text: str) -> str | None:
 
     Linear time in ``len(text)``; for the usual "...\\boxed{42}" only the tail is scanned.
     """
+    if grading not in GRADINGS:
+        raise ValueError(f"grading must be one of {GRADINGS}, got {grading!r}")
+    strict = _extract_anchored(text)
+    if strict is None and grading == "lenient":
+        return extract_last_number(text)
+    return strict
+
+
+def _extract_anchored(text: str) -> str | None:
     if not text:
         return None
     boxed = _last_box(text)

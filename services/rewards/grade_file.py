@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from services.rewards.extract import extract_answer, normalize_gold
+from services.rewards.extract import Grading, extract_answer, normalize_gold
 from services.rewards.pool import GraderPool
 
 __all__ = ["grade_jsonl"]
@@ -31,9 +31,11 @@ def _parse_line(line: str, lineno: int) -> dict[str, Any]:
     return obj
 
 
-def grade_jsonl(lines: Iterable[str], out: TextIO, grader: GraderPool) -> tuple[int, int]:
+def grade_jsonl(lines: Iterable[str], out: TextIO, grader: GraderPool,
+                grading: Grading = "strict") -> tuple[int, int]:
     """Read ``{"completion": str, "gold": str | number, ...}`` lines, write each object
-    back (other keys preserved, same order) with ``"correct": bool`` added.
+    back (other keys preserved, same order) with ``"correct": bool`` added. ``grading``
+    is how answers are read (``extract_answer``).
 
     Blank lines are skipped; line numbers in errors count them (they are 1-based
     physical line numbers of the input). An invalid line raises ``ValueError``; since
@@ -45,7 +47,8 @@ def grade_jsonl(lines: Iterable[str], out: TextIO, grader: GraderPool) -> tuple[
 
     def flush() -> None:
         nonlocal n_lines, n_correct
-        items = [(extract_answer(o["completion"]), normalize_gold(o["gold"])) for o in chunk]
+        items = [(extract_answer(o["completion"], grading), normalize_gold(o["gold"]))
+                 for o in chunk]
         for obj, outcome in zip(chunk, grader.grade(items), strict=True):
             obj["correct"] = outcome.correct
             out.write(json.dumps(obj, ensure_ascii=False) + "\n")
