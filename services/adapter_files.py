@@ -12,7 +12,14 @@ from pathlib import Path
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-STEP_DIR = re.compile(r"^step-(\d+)$")
+STEP_DIR = re.compile(r"^step-(\d+)(?:\.r[0-9a-f]+)?$")
+"""A published adapter folder: `step-N`, or `step-N.r<tag>` for version N published again
+after a checkpoint restore (a folder of its own: services/generator/sync.py says why)."""
+
+
+def adapter_dir_name(version: int, lineage: str = "") -> str:
+    """The folder name of a version; `lineage`: the tag of the restore it was published after."""
+    return f"step-{version}" + (f".r{lineage}" if lineage else "")
 
 
 def write_adapter(files: dict[str, bytes], dest: Path) -> Path:
@@ -41,16 +48,22 @@ def read_adapter(path: str) -> dict[str, bytes]:
 def adapter_steps(adapters_dir: str | Path) -> dict[int, Path]:
     """The complete `step-N` adapter folders under a run's `adapters/`, by step. Folders are
     renamed into place whole (the learner's `publish`), so one with both files is complete;
-    `.tmp` leftovers and folders the retention deleted are not listed."""
+    `.tmp` leftovers and folders the retention deleted are not listed. A step published again
+    after a restore (`step-N.r<tag>`): the folder written last, the version the run went on
+    with."""
     root = Path(adapters_dir)
     if not root.is_dir():
         return {}
-    found = {}
+    found: dict[int, tuple[tuple[int, bool], Path]] = {}
     for p in root.iterdir():
         m = STEP_DIR.match(p.name)
         if m and (p / ADAPTER_CONFIG).is_file() and (p / ADAPTER_WEIGHTS).is_file():
-            found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
+            # (On a tie of the file system's coarse stamps, the republished one.)
+            written = ((p / ADAPTER_WEIGHTS).stat().st_mtime_ns, "." in p.name)
+            step = int(m.group(1))
+            if step not in found or written > found[step][0]:
+                found[step] = (written, p)
+    return {step: found[step][1] for step in sorted(found)}
 
 
 class MissingAdapter(LookupError):

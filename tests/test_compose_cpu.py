@@ -210,8 +210,11 @@ def _front_door(stack: ComposeStack, run_id: str, mathrl: Path) -> None:
     mine = [e for e in run["evals"] if e.get("requested") == res["id"]]
     assert len(mine) == 1 and mine[0]["eval/gsm8k/greedy"] == res["eval/gsm8k/greedy"]
     gen_log = stack("logs", "--no-color", "generator").stdout
+    # (`step-N.r<tag>`: the learner was killed mid-run, and versions redone after its
+    # restore are published in new folders: services/generator/sync.py.)
     assert re.search(rf"Loaded new LoRA adapter: name '[^']*-eval-{res['id'][:6]}', path "
-                     rf"'/data/work/runs/{run_id}/adapters/step-{STEPS}'", gen_log)
+                     rf"'/data/work/runs/{run_id}/adapters/step-{STEPS}(\.r[0-9a-f]+)?'",
+                     gen_log)
     assert run_id in _client(mathrl, stack.api, "status", run_id)
 
     # Take the model away: the adapter names the base as submitted, not the container's path.

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+from conftest import ROOT, free_port
 
 from services.config import RunConfig
 from services.dtypes import resolve_dtype
@@ -73,3 +81,89 @@ def test_cpu_kv_cache_from_the_plan(tiny_model_dir):
     assert kv == kv_cache_bytes(load_shape(str(tiny_model_dir)), cfg)
     assert 0 < kv < 2**30 // 8
     assert "VLLM_CPU_KVCACHE_SPACE" not in server_env(cfg.generator, device="cpu")
+
+
+class _FakeServer(VLLMServer):
+    """VLLMServer's process handling around a stand-in for vLLM: `script` instead of the real
+    server (a leader that may fork an "engine" into its own process group, as vLLM does)."""
+
+    def __init__(self, tmp_path, script: str):
+        super().__init__("m", [], {}, log_path=tmp_path / "gen.log", host="127.0.0.1",
+                         port=free_port())
+        self.script = script
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", self.script]
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that still run (zombies waiting for a reaper do not count)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[2]) == pgid and stat[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def _wait_for(pred, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+def test_restart_that_times_out_leaves_no_server(tmp_path):
+    """A restart whose server never answers (here: a process that only sleeps) raises, and
+    stops what it started: a half-started vLLM would hold the port the next try needs."""
+    server = _FakeServer(tmp_path, "import time; time.sleep(120)")
+    try:
+        with pytest.raises(GeneratorError, match="not ready"):
+            server.restart(timeout_s=1.0)
+        assert server.proc.poll() is not None
+        assert _live_members(server.proc.pid) == []
+    finally:
+        server.stop()
+
+
+_ENGINE = ("import subprocess, sys, time; "
+           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+           "time.sleep(120)")
+_OWNER = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from test_generator_unit import _FakeServer
+server = _FakeServer(Path(sys.argv[1]), {_ENGINE!r})
+server.start()
+print(server.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_server_group_dies_with_its_owner(tmp_path):
+    """The process that started a server (a replica's Ray actor) dies without `stop()`: the
+    server's whole process group goes too, its engine included. PR_SET_PDEATHSIG alone
+    reached only the server, whose engine lived on."""
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(tmp_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    pgid = None
+    try:
+        pgid = int(owner.stdout.readline())
+        assert _wait_for(lambda: len(_live_members(pgid)) == 2, 30), "no engine started"
+        owner.kill()
+        owner.wait(timeout=10)
+        assert _wait_for(lambda: not _live_members(pgid), 20), _live_members(pgid)
+    finally:
+        owner.kill()
+        if pgid is not None:
+            for pid in _live_members(pgid):
+                os.kill(pid, signal.SIGKILL)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import ray
 from conftest import ROOT
 from pydantic import ValidationError
 
-from orchestrator.run.pool import pick_replica, replica_fault
+from orchestrator.run.pool_faults import refused, replica_fault
+from orchestrator.run.pool_route import inflight_bound, pick_replica, uneven
 from orchestrator.service.server import stack_config
 from orchestrator.service.settings import Settings
 from services.adapter_files import read_adapter, write_adapter
@@ -22,6 +24,27 @@ def test_the_least_loaded_live_replica_is_picked():
     assert pick_replica([5, 5], [True, True]) == 0  # ties: the lowest index
     with pytest.raises(GeneratorError):
         pick_replica([0, 0], [False, False])
+
+
+def test_a_replica_at_its_in_flight_bound_is_skipped():
+    assert pick_replica([0, 50], [True, True], [4, 2], bound=4) == 1
+    assert pick_replica([0, 50], [True, True], [4, 4], bound=4) is None  # wait for a slot
+    with pytest.raises(GeneratorError):
+        pick_replica([0, 0], [False, False], [0, 0], bound=4)
+
+
+def test_the_in_flight_bound_is_half_an_even_share_within_the_engine():
+    assert inflight_bound(32, 2, n=8, max_num_seqs=256) == 8
+    assert inflight_bound(32, 3, n=8, max_num_seqs=256) == 6  # ceil(ceil(32 / 3) / 2)
+    assert inflight_bound(32, 2, n=8, max_num_seqs=32) == 4  # the engine runs 4 x 8 at once
+    assert inflight_bound(1, 2, n=8, max_num_seqs=256) == 1
+    assert inflight_bound(32, 2, n=8, max_num_seqs=256, share=None) is None
+
+
+def test_routing_is_bounded_only_while_replica_speeds_differ():
+    assert not uneven([None, None]) and not uneven([100.0, None])  # nothing to compare yet
+    assert not uneven([100.0, 80.0])
+    assert uneven([100.0, 30.0])
 
 
 def test_outstanding_tokens_spread_a_step_evenly():
@@ -48,6 +71,14 @@ def test_only_a_lost_or_failing_server_is_a_replica_fault():
     assert replica_fault(_status(500))
     assert not replica_fault(_status(404))  # a request error: rerouting would not help
     assert not replica_fault(ValueError("bad"))
+
+
+def test_a_4xx_to_a_load_is_the_versions_fault_not_the_replicas():
+    assert refused(_status(400)) and refused(_status(404))
+    assert not refused(_status(500)) and not refused(httpx.ConnectError("refused"))
+    # As ray.get raises an actor's error: wrapped, the cause kept.
+    assert refused(ray.exceptions.RayTaskError("load", "tb", _status(404)))
+    assert replica_fault(ray.exceptions.RayTaskError("load", "tb", _status(500)))
 
 
 def test_adapter_files_round_trip(tmp_path):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import httpx
 import ray
 
+from orchestrator.run.pool_faults import LearnerLost
 from orchestrator.run.stack import RunHandle, Stack
 from services.generator.launcher import GeneratorError
 from services.learner import checkpoint
@@ -26,8 +27,11 @@ log = logging.getLogger("mathrl.recovery")
 
 
 def classify(err: BaseException) -> str | None:
-    """`learner`, `generator` or None (not a process fault: the run fails)."""
-    if isinstance(err, ray.exceptions.RayActorError | ray.exceptions.GetTimeoutError):
+    """`learner`, `generator` or None (not a process fault: the run fails). A replica pool
+    sorts its own load failures first (orchestrator/run/pool_faults.py): LearnerLost is the
+    learner's, AdapterRefused (a version no replica would load) no process's."""
+    if isinstance(err, LearnerLost | ray.exceptions.RayActorError
+                  | ray.exceptions.GetTimeoutError):
         return "learner"
     if isinstance(err, ray.exceptions.RayTaskError):
         return None  # the learner raised: a bug or bad input, not a lost process

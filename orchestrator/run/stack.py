@@ -33,6 +33,45 @@ def resolve_model_path(name_or_path: str) -> str:
     return snapshot_download(name_or_path)
 
 
+def placement_problem(nodes: list[dict[str, float]], *, replicas: int, gpus_per_replica: float,
+                      learner_gpus: float) -> str | None:
+    """Why Ray could never place `replicas` generator actors (each a `generator` slot and
+    `gpus_per_replica` GPUs on one node) beside a learner holding `learner_gpus` GPUs on its
+    `learner` node, given every node's total resources; None when it can. Ray would otherwise
+    wait (`--generators 2` on a one-GPU machine: 660 s, then GetTimeoutError). A learner
+    without a GPU is not checked: its node may join later (compose starts it last)."""
+    def fits(node: dict[str, float], gpus_taken: float) -> int:
+        n = int(node.get("generator", 0))
+        if gpus_per_replica > 0:
+            n = min(n, int((node.get("GPU", 0) - gpus_taken) // gpus_per_replica))
+        return max(n, 0)
+
+    hosts = [i for i, n in enumerate(nodes)
+             if n.get("learner", 0) >= 1 and n.get("GPU", 0) >= learner_gpus]
+    if learner_gpus > 0 and not hosts:
+        return (f"the Ray cluster lacks a node with the `learner` resource and {learner_gpus:g} "
+                f"GPU(s) for the learner beside {replicas} generator replica(s)")
+    # Replicas are alike, so a node's share is what its slots and GPUs allow; try the learner
+    # on each node that may host it.
+    placed = max(sum(fits(n, learner_gpus if j == i else 0) for j, n in enumerate(nodes))
+                 for i in (hosts if learner_gpus > 0 else [-1]))
+    if placed >= replicas:
+        return None
+    slots = sum(n.get("generator", 0) for n in nodes)
+    gpus = sum(n.get("GPU", 0) for n in nodes)
+    need = replicas * gpus_per_replica + learner_gpus
+    lacks = []
+    if slots < replicas:
+        lacks.append(f"{replicas - slots:g} `generator` slot(s) (it has {slots:g})")
+    if gpus < need:
+        lacks.append(f"{need - gpus:g} GPU(s) (it has {gpus:g}; each replica takes "
+                     f"{gpus_per_replica:g} and the learner {learner_gpus:g})")
+    what = "; ".join(lacks) or ("a node with a `generator` slot and a free GPU together for "
+                                f"{replicas - placed} of them")
+    return (f"cannot place {replicas} generator replicas: the Ray cluster lacks {what}; "
+            "start fewer (--generators) or add nodes")
+
+
 @dataclass
 class Stack:
     """A generator process plus Ray; one per machine (one GPU), shared by successive runs."""
@@ -74,6 +113,7 @@ class Stack:
         if gen.pooled:
             # The replicas are Ray actors: Ray first (a local head offers `replicas` slots).
             self._start_ray(generators=gen.replicas)
+            self._check_placement(gen.replicas)
             self.pool = ReplicaPool(self.cfg, self.generator_model_path, api_key=self.api_key)
             self.client = self.pool.start()
             return self
@@ -108,6 +148,20 @@ class Stack:
             self.ray_logs = runtime.start_ray(address=self.ray_address, generators=generators,
                                               log_to_driver=self.ray_log_to_driver)
             self.owns_ray = True
+
+    def _check_placement(self, replicas: int) -> None:
+        """Refuse, before any replica is asked for, a pool Ray cannot place (one line naming
+        what the cluster lacks). The GPUs asked for are the pool's and the learner's own
+        (pool_actors.RayCalls.spawn, prepare_run): a card each where the cluster has GPUs."""
+        gpus = 1 if runtime.cluster_has_gpus() else 0
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        problem = placement_problem(nodes, replicas=replicas, gpus_per_replica=gpus,
+                                    learner_gpus=gpus)
+        if problem is not None:
+            if self.owns_ray:
+                runtime.stop_ray()
+                self.owns_ray = False
+            raise GeneratorError(problem)
 
     def generator_events(self) -> list[str]:
         """Notes the replica pool has for the active run (drained)."""

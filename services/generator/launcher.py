@@ -202,6 +202,8 @@ class VLLMServer:
         self.log_path = Path(log_path)
         self.url = f"http://{host}:{port}"
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
+        """The process that stops the server's group if this one dies first (watchdog.py)."""
 
     @property
     def argv(self) -> list[str]:
@@ -220,6 +222,15 @@ class VLLMServer:
             preexec_fn=_die_with_parent,
         ).result()
         log.close()
+        # PR_SET_PDEATHSIG reaches the server only, not its engine: a watchdog stops the whole
+        # group if we die first (services/generator/watchdog.py). Its own session, outside the
+        # group: Ctrl-C in a terminal does not reach it, and the group's memory
+        # (process_group_pss) is the server's alone.
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-m", "services.generator.watchdog", str(os.getpid()),
+             str(self.proc.pid), "10"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
 
     def log_tail(self, n_lines: int = 40) -> str:
         try:
@@ -251,10 +262,16 @@ class VLLMServer:
         )
 
     def restart(self, timeout_s: float) -> None:
-        """Stop the whole process group (dead or hung), start again, wait until it answers."""
+        """Stop the whole process group (dead or hung), start again, wait until it answers.
+        A start that does not answer in time is stopped too: a half-started server would hold
+        the port (and the card) that the next try needs."""
         self.stop(grace_s=10)
         self.start()
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop(grace_s=10)
+            raise
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM our process group (the server and the engine processes it forked).
@@ -263,6 +280,7 @@ class VLLMServer:
         killed API server (2.7 GB held, measured) and are still in its process group."""
         if self.proc is None:
             return
+        self._stop_watchdog()
         pgid = self.proc.pid  # start_new_session made the child its own group leader
         if self.proc.poll() is not None:
             try:
@@ -283,6 +301,13 @@ class VLLMServer:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def _stop_watchdog(self) -> None:
+        """We stop the group ourselves: the watchdog is not needed (and is reaped here)."""
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait(timeout=10)
+            self.watchdog = None
 
 
 def launch(cfg: RunConfig, *, model_path: str, log_path: Path,

@@ -2,8 +2,15 @@
 
 `lora` mode: every version lives in its own directory (`adapters/<run>/step-N`) and is
 loaded under its own name, because vLLM keys its prefix cache on (adapter name, path):
-reusing either would serve stale KV blocks for long prompts. The previous version is then
+reusing both would serve stale KV blocks for long prompts. The previous version is then
 unloaded, and the stable alias is re-pointed at the new directory (`load_inplace`).
+
+A version redone after a checkpoint restore (a learner fault, `checkpoint_every > 1`, a
+resumed run) has the same number and name as the one it replaces but other weights, and samples
+the same prompts (the order is restored): the learner publishes it in a new folder
+(`step-N.r<tag>`, a tag per restore), so that neither its name nor the alias, both keyed with
+the path, reuses blocks computed with the discarded weights, in this generator or in one that
+outlived an orchestrator.
 
 `merged` mode: the learner has overwritten the served model's weights on disk; vLLM
 re-reads them (`reload_weights`) and its prefix cache is reset.
@@ -11,17 +18,15 @@ re-reads them (`reload_weights`) and its prefix cache is reset.
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections import deque
 from pathlib import Path
 
 import httpx
 
+from services.adapter_files import STEP_DIR
 from services.generator.client import GeneratorClient
 from services.schemas import AdapterRef
-
-_STEP_DIR = re.compile(r"^step-\d+$")
 
 
 def past_keep(served: deque[str], path: str, keep: int | None) -> list[str]:
@@ -98,7 +103,7 @@ class PolicySync:
         unloaded them: the versioned name is gone and the alias points at the newest folder.
         Only `step-N` folders are ever deleted."""
         for old in map(Path, past_keep(self._served_paths, path, self.keep)):
-            if _STEP_DIR.match(old.name) and old.is_dir():
+            if STEP_DIR.match(old.name) and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
 
     def release(self) -> None:

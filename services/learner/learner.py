@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from services.adapter_files import read_adapter
+from services.adapter_files import STEP_DIR, adapter_dir_name, read_adapter
 from services.config import RunConfig
 from services.learner import checkpoint, export
 from services.learner.cpu_memory import ROW_MULTIPLE, bound_onednn_cache, release_free_heap
@@ -73,6 +74,9 @@ class Learner:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg.learner, self.device)
         self.version = 0
+        self.lineage = ""
+        """Tag of the adapter folders published since the last checkpoint restore (none
+        before one): a redone version must not reuse its predecessor's folder (sync.py)."""
 
     # ------------------------------------------------------------------ policy export
     def publish(self) -> AdapterRef:
@@ -80,7 +84,7 @@ class Learner:
         if self.cfg.generator.sync_mode == "merged":
             export.write_merged(self.model, self.served_model_dir)
             return AdapterRef(version=self.version, path=self.served_model_dir, kind="merged")
-        path = self.adapters_dir / f"step-{self.version}"
+        path = self.adapters_dir / adapter_dir_name(self.version, self.lineage)
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp, safe_serialization=True)
@@ -302,4 +306,19 @@ class Learner:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.version = int(meta["version"])
+        # Random, not counted: a count would start again in a respawned learner or a restarted
+        # orchestrator, while the generator and its prefix cache may live on.
+        self.lineage = secrets.token_hex(3)
+        self._drop_discarded()
         return meta["loop"]
+
+    def _drop_discarded(self) -> None:
+        """Delete the published folders of versions past the restored one: their weights are
+        discarded, and the versions are published again (in new folders) as the run redoes
+        them, so an export of step N is always the run's own step N."""
+        if not self.adapters_dir.is_dir():
+            return
+        for p in self.adapters_dir.iterdir():
+            m = STEP_DIR.match(p.name)
+            if m and int(m.group(1)) > self.version:
+                shutil.rmtree(p, ignore_errors=True)
