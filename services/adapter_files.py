@@ -22,6 +22,11 @@ def adapter_dir_name(version: int, lineage: str = "") -> str:
     return f"step-{version}" + (f".r{lineage}" if lineage else "")
 
 
+class AdapterPathError(ValueError):
+    """An adapter (its files, or the run name its folder is named after) that cannot be written
+    where it must go: the version's or the configuration's fault, not the process's."""
+
+
 def write_adapter(files: dict[str, bytes], dest: Path) -> Path:
     """The adapter's files as one folder at `dest`, atomically (vLLM never sees half of it)."""
     tmp = dest.with_name(dest.name + ".tmp")
@@ -29,7 +34,7 @@ def write_adapter(files: dict[str, bytes], dest: Path) -> Path:
     for rel, data in files.items():
         target = tmp / rel
         if tmp.resolve() not in target.resolve().parents:
-            raise ValueError(f"adapter file {rel!r} escapes its folder")
+            raise AdapterPathError(f"adapter file {rel!r} escapes its folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     shutil.rmtree(dest, ignore_errors=True)

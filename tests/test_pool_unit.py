@@ -3,6 +3,8 @@ and the settings that turn a pool on (or are refused with one)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import ray
@@ -13,7 +15,7 @@ from orchestrator.run.pool_faults import refused, replica_fault
 from orchestrator.run.pool_route import inflight_bound, pick_replica, uneven
 from orchestrator.service.server import stack_config
 from orchestrator.service.settings import Settings
-from services.adapter_files import read_adapter, write_adapter
+from services.adapter_files import AdapterPathError, read_adapter, write_adapter
 from services.config import GeneratorConfig
 from services.generator.launcher import GeneratorError
 
@@ -73,12 +75,20 @@ def test_only_a_lost_or_failing_server_is_a_replica_fault():
     assert not replica_fault(ValueError("bad"))
 
 
-def test_a_4xx_to_a_load_is_the_versions_fault_not_the_replicas():
+def test_a_4xx_to_a_load_is_the_versions_fault_not_the_replicas(tmp_path):
     assert refused(_status(400)) and refused(_status(404))
     assert not refused(_status(500)) and not refused(httpx.ConnectError("refused"))
     # As ray.get raises an actor's error: wrapped, the cause kept.
     assert refused(ray.exceptions.RayTaskError("load", "tb", _status(404)))
     assert replica_fault(ray.exceptions.RayTaskError("load", "tb", _status(500)))
+    # Only an adapter that cannot be written is the version's; a garbled body from a dying
+    # server is a ValueError too (JSONDecodeError), and the replica's fault.
+    assert refused(AdapterPathError("adapter file '../x' escapes its folder"))
+    garbled = json.JSONDecodeError("Expecting value", "<html>", 0)
+    assert not refused(garbled) and replica_fault(garbled)
+    assert not refused(ray.exceptions.RayTaskError("models", "tb", garbled))
+    with pytest.raises(AdapterPathError):
+        write_adapter({"../escape.txt": b"x"}, tmp_path / "step-1")
 
 
 def test_adapter_files_round_trip(tmp_path):

@@ -10,8 +10,12 @@ version or the configuration: every replica would refuse it again after a restar
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import ray
+
+from services.adapter_files import AdapterPathError
 
 
 class LearnerLost(RuntimeError):
@@ -32,8 +36,8 @@ def cause_of(err: BaseException) -> BaseException:
 def replica_fault(err: BaseException) -> bool:
     """A failure of the replica itself (not of the request): it is restarted."""
     err = cause_of(err)
-    if isinstance(err, httpx.TransportError):
-        return True
+    if isinstance(err, httpx.TransportError | json.JSONDecodeError | UnicodeDecodeError):
+        return True  # gone, hung, or a garbled body from a server dying mid-answer
     return isinstance(err, httpx.HTTPStatusError) and err.response.status_code >= 500
 
 
@@ -42,8 +46,9 @@ def refused(err: BaseException) -> bool:
     err = cause_of(err)
     if isinstance(err, httpx.HTTPStatusError):
         return 400 <= err.response.status_code < 500
-    # write_adapter refuses files that would land outside the node's folder.
-    return isinstance(err, ValueError)
+    # write_adapter refuses files that would land outside the node's folder. Only that error:
+    # a dying server's garbled body raises ValueError too (JSONDecodeError), a replica fault.
+    return isinstance(err, AdapterPathError)
 
 
 def files_fault(calls, files, version: int) -> BaseException | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from services.adapter_files import STEP_DIR, write_adapter
+from services.adapter_files import STEP_DIR, AdapterPathError, write_adapter
 from services.config import RunConfig
 from services.generator.client import GeneratorClient
 from services.generator.launcher import VLLMServer, detect_device, launch
@@ -183,7 +183,7 @@ class GeneratorReplica:
         sync.py), and that copy is loaded; the newest `keep` copies stay."""
         t0 = time.perf_counter()
         if run_name in (".", ".."):
-            raise ValueError(f"run name {run_name!r} cannot name a folder")
+            raise AdapterPathError(f"run name {run_name!r} cannot name a folder")
         if self._sync is None or self._sync.run_name != run_name:
             self._remove_runs()  # a previous run's copies whose release never came
             # Folders of the learner's (`path` transport) are the learner's to delete, and
