@@ -20,6 +20,12 @@ def format_step(step: int, total: int, m: dict[str, float]) -> str:
                              ("loss/kl", "kl", ".3g")):
         if key in m and (m[key] or key != "loss/kl"):  # KL is 0 whenever beta is
             parts.append(f"{label} {m[key]:{spec}}")
+    # Completions that scored 0 because a reward function failed on them: shown only then.
+    failed = [f"{int(m[k])} {label}" for k, label in (("reward/timeouts", "timed out"),
+                                                      ("reward/errors", "failed"))
+              if m.get(k)]
+    if failed:
+        parts.append("reward calls " + ", ".join(failed))
     if "time/step" in m:
         split = " ".join(f"{label} {m[k]:.2f}" for k, label in SPLIT if k in m)
         parts.append(f"{m['time/step']:.2f}s" + (f" ({split})" if split else ""))

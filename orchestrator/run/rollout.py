@@ -17,7 +17,9 @@ from services.data import (
 )
 from services.data.paper_prompt import left_truncate, paper_train_prefix, paper_train_prompt
 from services.generator.client import GeneratorClient
-from services.rewards import GraderPool, digit_token_share, score_final_answer_line, score_math
+from services.rewards import GraderPool
+from services.rewards.engine import RewardEngine, Sample
+from services.rewards.registry import resolve_all
 from services.schemas import Completion, GenerateRequest
 
 
@@ -82,49 +84,74 @@ class Scored:
     rewards: list[list[float]]
     """[prompts][G] scalar rewards."""
     correct: list[list[float]]
+    """[prompts][G] the `accuracy` part of the reward's functions (0 where none gives one)."""
     format: list[list[float]]
+    """[prompts][G] the `format` part (0 where none gives one)."""
     timed_out: int
+    errors: int = 0
+    """Reward-function calls that raised or returned no score (their completions scored 0)."""
+    sums: dict[str, float] = field(default_factory=dict)
+    """Sum over completions of each function's score and each part (`reward/<key>`)."""
+    count: int = 0
+    """Completions scored (what `sums` is divided by)."""
 
     def extend(self, other: Scored) -> None:
         self.rewards += other.rewards
         self.correct += other.correct
         self.format += other.format
         self.timed_out += other.timed_out
+        self.errors += other.errors
+        for k, v in other.sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += other.count
 
 
 class Scorer:
-    """Turns sampled groups into rewards with the configured reward."""
+    """Turns sampled groups into rewards with the run's reward functions (`reward.functions`,
+    or the built-in `reward.kind` stands for); see services/rewards/engine.py."""
 
     def __init__(self, cfg: RewardConfig, tokenizer):
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.pool = GraderPool(n_workers=cfg.num_workers, timeout_s=cfg.timeout_s) \
-            if cfg.kind == "math" else None
+        functions = resolve_all(cfg.effective_functions())  # RewardConfigError names the field
+        self.engine = RewardEngine(functions, timeout_s=cfg.timeout_s,
+                                   num_workers=cfg.num_workers)
+
+    @property
+    def pool(self) -> GraderPool | None:
+        return self.engine.pool
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
+        self.engine.close()
 
-    def score(self, groups: list[list[Completion]], golds: list[str]) -> Scored:
-        if self.cfg.kind == "digit_share":
-            rewards = [[digit_token_share(self.tokenizer.convert_ids_to_tokens(c.token_ids))
-                        for c in g] for g in groups]
-            zeros = [[0.0] * len(g) for g in groups]
-            return Scored(rewards, zeros, zeros, 0)
-        flat = [c.text for g in groups for c in g]
-        flat_gold = [gold for g, gold in zip(groups, golds, strict=True) for _ in g]
-        if self.cfg.answer_format == "final-answer-line":
-            res = score_final_answer_line(flat, flat_gold, self.cfg.format_weight)
-        else:
-            res = score_math(self.pool, flat, flat_gold, self.cfg.format_weight)
-        out = Scored([], [], [], sum(int(r.timed_out) for r in res))
+    def take_notes(self) -> list[str]:
+        """Run notes (a reward function's first failure) since the last call."""
+        return self.engine.take_notes()
+
+    def score(self, groups: list[list[Completion]], golds: list[str],
+              problems: list[Problem] | None = None) -> Scored:
+        """Rewards of `groups` (one per prompt) against their golds; `problems` (same order)
+        give the functions the question and the row's metadata."""
+        samples = []
+        for k, (g, gold) in enumerate(zip(groups, golds, strict=True)):
+            p = problems[k] if problems is not None else None
+            for c in g:
+                tokens = (self.tokenizer.convert_ids_to_tokens(c.token_ids)
+                          if self.engine.tokens else None)
+                samples.append(Sample(prompt=p.question if p else "", completion=c.text,
+                                      gold=gold, metadata=dict(p.metadata) if p else {},
+                                      completion_tokens=tokens))
+        res = self.engine.score(samples)
+        zeros = [0.0] * len(samples)
+        correct, fmt = res.metrics.get("accuracy", zeros), res.metrics.get("format", zeros)
+        out = Scored([], [], [], res.timeouts, res.errors,
+                     {k: sum(v) for k, v in res.metrics.items()}, len(samples))
         i = 0
         for g in groups:
-            chunk = res[i : i + len(g)]
+            out.rewards.append(res.totals[i : i + len(g)])
+            out.correct.append(correct[i : i + len(g)])
+            out.format.append(fmt[i : i + len(g)])
             i += len(g)
-            out.rewards.append([r.reward for r in chunk])
-            out.correct.append([float(r.correct) for r in chunk])
-            out.format.append([float(r.format) for r in chunk])
         return out
 
 
@@ -179,8 +206,8 @@ class RolloutCollector:
                 temperature=ro.temperature, top_p=ro.top_p, seed=seed,
             ))
             t1 = time.perf_counter()
-            out.scored.extend(self.scorer.score(
-                groups, [self.prompts.problems[i].answer for i in idx]))
+            problems = [self.prompts.problems[i] for i in idx]
+            out.scored.extend(self.scorer.score(groups, [p.answer for p in problems], problems))
             out.t_generate += t1 - t0
             out.t_reward += time.perf_counter() - t1
             out.prompts += idx
@@ -212,6 +239,11 @@ def rollout_metrics(roll: Rollout, n_masked: int) -> dict[str, float]:
         "reward/accuracy": statistics.fmean(x for row in roll.scored.correct for x in row),
         "reward/format": statistics.fmean(x for row in roll.scored.format for x in row),
         "reward/timeouts": float(roll.scored.timed_out),
+        "reward/errors": float(roll.scored.errors),
+        # Each function's score and each part, as a mean over completions (`reward/<key>`);
+        # `accuracy` and `format` (the built-ins' parts) override the lines above.
+        **{f"reward/{k}": v / roll.scored.count for k, v in roll.scored.sums.items()
+           if roll.scored.count},
         "completion/mean_tokens": statistics.fmean(lens),
         "completion/clipped_frac": statistics.fmean(
             float(c.finish_reason == "length") for c in comps),

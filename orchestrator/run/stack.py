@@ -279,21 +279,33 @@ def prepare_run(stack: Stack, cfg: RunConfig, run_dir: Path,
         return runtime.spawn_learner(cfg, model_path=stack.model_path, run_dir=str(run_dir),
                                      served_model_dir=served_dir, num_gpus=learner_gpus)
 
-    learner = spawn()
-    if stack.pool is not None:
-        # The loop's learner, looked up at each use (a respawn replaces it; `loop` is bound
-        # below, before the first version is served).
-        sync = PoolSync(stack.pool, run_name=run_name or cfg.name, alias=cfg.generator.alias,
-                        keep=cfg.generator.keep_adapters, learner=lambda: loop.learner)
-    else:
-        sync = PolicySync(stack.client, mode=cfg.generator.sync_mode,
-                          run_name=run_name or cfg.name, alias=cfg.generator.alias,
-                          keep=cfg.generator.keep_adapters)
+    # The scorer first: resolving reward functions and starting their workers may fail, and
+    # nothing that holds a GPU may exist yet when it does.
     scorer = Scorer(cfg.reward, tokenizer)
-    loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync, prompts=prompts,
-                    scorer=scorer, sinks=sinks)
-    handle = RunHandle(loop, learner, scorer, sync, spawn_learner=spawn,
-                       checkpoints=run_dir / "checkpoints")
+    try:
+        learner = spawn()
+    except BaseException:
+        scorer.close()
+        raise
+    try:
+        if stack.pool is not None:
+            # The loop's learner, looked up at each use (a respawn replaces it; `loop` is
+            # bound below, before the first version is served).
+            sync = PoolSync(stack.pool, run_name=run_name or cfg.name,
+                            alias=cfg.generator.alias, keep=cfg.generator.keep_adapters,
+                            learner=lambda: loop.learner)
+        else:
+            sync = PolicySync(stack.client, mode=cfg.generator.sync_mode,
+                              run_name=run_name or cfg.name, alias=cfg.generator.alias,
+                              keep=cfg.generator.keep_adapters)
+        loop = GRPOLoop(cfg, client=stack.client, learner=learner, sync=sync,
+                        prompts=prompts, scorer=scorer, sinks=sinks)
+        handle = RunHandle(loop, learner, scorer, sync, spawn_learner=spawn,
+                           checkpoints=run_dir / "checkpoints")
+    except BaseException:
+        scorer.close()
+        ray.kill(learner)
+        raise
     try:
         loop.start()
     except BaseException:

@@ -31,6 +31,9 @@ def train_foreground(cfg: RunConfig, base: Path, *, log_level: LogLevel = "info"
                      where(log_file, stack))
             handle = prepare_run(stack, cfg, run_dir,
                                  sinks=[jsonl, ConsoleSink(cfg.schedule.steps), trackers])
+            # What the service records as run notes (a reward function's first failure).
+            handle.loop.sinks.append(lambda step, _m: [
+                log.warning("step %d: %s", step, t) for t in handle.scorer.take_notes()])
             try:
                 handle.loop.run()
                 status = "completed"

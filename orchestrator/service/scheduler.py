@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.run.evaluate import Evaluator
@@ -23,14 +24,18 @@ from orchestrator.service.store import RunStore
 from services.config import RunConfig
 from services.learner import checkpoint
 from services.rewards import GraderPool
+from services.rewards.submit_check import start_problem
 
 log = logging.getLogger("mathrl.scheduler")
 
 
 class Scheduler:
     def __init__(self, store: RunStore, stack: Stack, work_dir: Path, *, poll_s: float = 0.5,
-                 resume_active: bool = True):
+                 resume_active: bool = True, reward_hosts: Sequence[str] | None = None):
         self.store = store
+        self.reward_hosts = None if reward_hosts is None else tuple(reward_hosts)
+        """MATHRL_REWARD_HOSTS now: a stored run's verifier hosts are checked again when it
+        starts (None: not checked, for a scheduler outside the service)."""
         self.stack = stack
         self.work_dir = Path(work_dir)
         self.poll_s = poll_s
@@ -174,6 +179,9 @@ class Scheduler:
         handle = eval_pool = None
         step = 0
         try:
+            if self.reward_hosts is not None and (
+                    msg := start_problem(cfg.reward, self.reward_hosts)) is not None:
+                raise RuntimeError(f"the run may no longer start: {msg}")
             rec.trackers = open_trackers(cfg, run_dir, name=f"{cfg.name}-{run_id}")
             log.info("run %s: run dir %s, trackers: %s", run_id, run_dir, rec.trackers.describe())
             handle = self.handle = prepare_run(self.stack, cfg, run_dir,
@@ -190,7 +198,10 @@ class Scheduler:
             if cfg.eval.enabled:
                 eval_pool = GraderPool(n_workers=cfg.reward.num_workers,
                                        timeout_s=cfg.reward.timeout_s)
-                evaluate = Evaluator(cfg, handle.scorer.tokenizer, self.stack.client, eval_pool,
+                # A pool's evaluation prompts are not counted as its training prompts.
+                pool = getattr(self.stack, "pool", None)
+                client = pool.for_eval() if pool is not None else self.stack.client
+                evaluate = Evaluator(cfg, handle.scorer.tokenizer, client, eval_pool,
                                      report_dir=run_dir / "evals", step=lambda: loop.state.step)
                 if not resumed:
                     rec.eval(0, evaluate(handle.sync.served))
@@ -218,6 +229,8 @@ class Scheduler:
                 step = loop.state.step
                 ref = loop.last_adapter
                 rec.step(step, metrics, handle.sync.served, ref.path if ref else None)
+                for text in handle.scorer.take_notes():  # a reward function's first failure
+                    rec.note(step, text)
                 for text in self.stack.generator_events():  # replicas lost, back, recycled
                     rec.note(step, text)
                 if step % cfg.schedule.checkpoint_every == 0 or step == cfg.schedule.steps:
@@ -233,6 +246,8 @@ class Scheduler:
             rec.status("completed", f"{step} steps")
         except Exception as e:  # noqa: BLE001 - any failure ends this run, not the service
             log.debug("run %s failed at step %d", run_id, step, exc_info=True)  # file only
+            for text in self.stack.generator_events():  # what the replicas went through
+                rec.note(step, text)
             rec.status("failed", f"error at step {step}",
                        error=f"step {step}: {type(e).__name__}: {e}"[:4000])
         finally:

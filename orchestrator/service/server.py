@@ -76,7 +76,8 @@ def serve(settings: Settings, *, on_ready=None) -> None:
     async def lifespan(app):
         stack.start()
         scheduler = Scheduler(store, stack, settings.work_dir,
-                              resume_active=settings.resume_active)
+                              resume_active=settings.resume_active,
+                              reward_hosts=settings.reward_hosts)
         app.state.service = Service(scheduler=scheduler, stack=stack)
         scheduler.start()
         log.info(where(log_file, stack))

@@ -54,10 +54,22 @@ class Settings(BaseSettings):
     sequence's tokens and log-probs are held in memory during a step)."""
     max_eval_problems: int = Field(10_000, ge=1, le=10_000_000)
     """Largest `eval.limit` a submitted run may ask for."""
+    reward_hosts: Annotated[list[str], NoDecode] = []
+    """`MATHRL_REWARD_HOSTS` (comma-separated `host:port`, or `host` for the URL scheme's
+    default port only: 80 or 443): the hosts a run's `http` reward (a verifier over HTTP) may
+    reach. Empty: none, and such runs are refused (422)."""
     log_level: Literal["warning", "info", "debug"] = "info"
     """Console detail: `info` shows status changes, step lines, evaluations and warnings;
     `debug` adds the libraries' own logs (HTTP requests, uvicorn access, Ray's output) and
     tracebacks. Everything goes to `<work_dir>/logs/mathrl.log` whatever the level."""
+
+    @field_validator("reward_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v):
+        # From the environment: one string, the hosts separated by commas.
+        if isinstance(v, str):
+            return [h.strip() for h in v.split(",") if h.strip()]
+        return v
 
     @field_validator("data_dirs", mode="before")
     @classmethod

@@ -5,6 +5,9 @@ input raises ``DataFormatError`` naming the file and line (or array item), becau
 dropped or mis-parsed row would skew a training run without anyone noticing. The one
 exception: rows whose answer is null/empty (two such rows exist in the public MATH train
 JSON) are skipped with a logged warning, since they carry no reward signal at all.
+
+A row's fields beyond the question and the answer (test cases, units, tolerances, MATH's
+`level`...) are kept as the problem's `metadata`, which every reward function receives.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .problems import Problem, _normalize_answer
+from .skills import skill_problems
 from .synthetic import arithmetic_problems
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("gsm8k", "math", "hf", "arith")
+SOURCES = ("gsm8k", "math", "hf", "arith", "skill")
 
 
 class DataFormatError(ValueError):
@@ -77,6 +81,11 @@ def _answer(raw: Any, where: str) -> str:
         raise DataFormatError(f"{where}: bad answer: {e}") from None
 
 
+def _metadata(rec: Mapping[str, Any], *used: str) -> dict[str, Any]:
+    """The row's fields other than those the loader read: what reward functions get."""
+    return {k: v for k, v in rec.items() if k not in used}
+
+
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
@@ -103,7 +112,9 @@ def load_gsm8k_jsonl(path: str | Path, *, limit: int | None = None) -> list[Prob
         final = solution.rsplit("####", 1)[1].strip()
         if not final:
             raise DataFormatError(f"{where}: empty final answer after '####'")
-        out.append(Problem(id=f"gsm8k-{len(out)}", question=question, answer=_answer(final, where)))
+        out.append(Problem(id=f"gsm8k-{len(out)}", question=question,
+                           answer=_answer(final, where),
+                           metadata=_metadata(rec, "question", "answer")))
         if limit is not None and len(out) >= limit:
             break
     return _finish(out, 0, str(path))
@@ -139,6 +150,7 @@ def _load_records(path: Path, question_fields: tuple[str, ...], answer_field: st
     skipped = 0
     for i, (where, rec) in enumerate(_json_or_jsonl_records(path)):
         question = _question(rec, where, *question_fields)
+        qfield = next(f for f in question_fields if f in rec)
         raw = _field(rec, where, answer_field)
         if cut_hashes and isinstance(raw, str) and "####" in raw:
             raw = raw.rsplit("####", 1)[1]
@@ -147,7 +159,8 @@ def _load_records(path: Path, question_fields: tuple[str, ...], answer_field: st
             continue
         rid = rec.get("unique_id", rec.get("id"))
         pid = f"{id_prefix}-{i}" if rid is None else str(rid)
-        out.append(Problem(id=pid, question=question, answer=_answer(raw, where)))
+        out.append(Problem(id=pid, question=question, answer=_answer(raw, where),
+                           metadata=_metadata(rec, qfield, answer_field)))
         if limit is not None and len(out) >= limit:
             break
     return _finish(out, skipped, str(path))
@@ -193,7 +206,9 @@ def load_hf(
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             skipped += 1
             continue
-        out.append(Problem(id=f"{repo}-{split}-{i}", question=question, answer=_answer(raw, where)))
+        out.append(Problem(id=f"{repo}-{split}-{i}", question=question,
+                           answer=_answer(raw, where),
+                           metadata=_metadata(rec, question_field, answer_field)))
         if limit is not None and len(out) >= limit:
             break
     return _finish(out, skipped, f"{name}[{split}]")
@@ -209,8 +224,9 @@ def load_problems(
     answer_field: str = "answer",
     seed: int = 0,
     arith: Mapping[str, Any] | None = None,
+    skill: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
-    """Load problems from ``source`` (``gsm8k`` | ``math`` | ``hf`` | ``arith``).
+    """Load problems from ``source`` (``gsm8k`` | ``math`` | ``hf`` | ``arith`` | ``skill``).
 
     ``path`` is the file for ``gsm8k``/``math`` and the dataset name for ``hf``; ``split`` and
     the field names only apply to ``hf``. ``arith`` holds keyword arguments of
@@ -225,6 +241,11 @@ def load_problems(
         n = kwargs.pop("n", 256)
         # Problems are drawn one after another, so the first `limit` equal a shorter draw.
         return arithmetic_problems(n if limit is None else min(n, limit), seed=seed, **kwargs)
+    if source == "skill":
+        if not skill or "task" not in skill:
+            raise ValueError("data source 'skill' needs its settings (`[data.skill]` task, n)")
+        n = int(skill.get("n", 4096))
+        return skill_problems(skill["task"], n if limit is None else min(n, limit), seed=seed)
     if not path:
         raise ValueError(f"data source {source!r} needs a path (a file, or a dataset name for hf)")
     if source == "gsm8k":

@@ -8,8 +8,9 @@ Answers are stored as the *final answer string* a grader compares against: GSM8K
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # A plain number, optionally with thousands separators ("1,234,567"). Commas are only removed
 # in this exact grouping: MATH answers like "1,2" or "(3, -1)" are lists/tuples, not numbers.
@@ -24,6 +25,9 @@ class Problem(BaseModel):
     id: str
     question: str
     answer: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """The data row's other fields (test cases, units, tolerances, ...), handed to the reward
+    functions as they are; empty for synthetic problems."""
 
 
 def _strip_dollars(s: str) -> str:

@@ -1,4 +1,7 @@
-"""Math rewards: answer extraction, math-verify grading in a process pool, reward shaping.
+"""Math rewards: answer extraction, math-verify grading in a process pool, reward shaping;
+and reward functions by name (`functions.py`: the contract; `registry.py`: what is installed
+under `mathrl.rewards`; `engine.py`: a run's functions over its completions; `builtins.py`,
+`http_verifier.py`: mathrl's own).
 
 Importing this package is cheap: math-verify/sympy are imported only inside grader
 worker processes (or on the first direct ``verify_answer`` call).

@@ -38,6 +38,9 @@ class ApiPolicy:
     """Most `rollout.prompts_per_step x rollout.group_size` a run may ask for."""
     max_eval_problems: int = 10_000
     """Largest `eval.limit`."""
+    reward_hosts: tuple[str, ...] = ()
+    """Hosts (`host:port`, or `host` for its scheme's default port) a run's `http` reward may
+    reach (MATHRL_REWARD_HOSTS)."""
 
     @classmethod
     def from_settings(cls, settings) -> ApiPolicy:
@@ -45,7 +48,8 @@ class ApiPolicy:
         return cls(token=token or None, max_body_bytes=settings.max_body_bytes,
                    data_roots=tuple(default_data_roots(settings.work_dir, settings.data_dirs)),
                    max_sequences_per_step=settings.max_sequences_per_step,
-                   max_eval_problems=settings.max_eval_problems)
+                   max_eval_problems=settings.max_eval_problems,
+                   reward_hosts=tuple(settings.reward_hosts))
 
     def run_problem(self, cfg: RunConfig) -> tuple[str, str] | None:
         """(field, message) for the first thing this service refuses to run, else None."""

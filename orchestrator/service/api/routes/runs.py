@@ -16,6 +16,7 @@ from orchestrator.service.api.schemas import MetricsPublic, RunCreated, RunPubli
 from orchestrator.service.store import TERMINAL
 from services.config import RunConfig
 from services.memory.check import fit_problem
+from services.rewards.submit_check import reward_problem
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 MAX_EVENT_ID = 2**63 - 1
@@ -27,7 +28,9 @@ def submit_run(cfg: RunConfig, store: StoreDep, service: ServiceDep,
     # A run whose memory plan overflows its card is refused now, not OOM-killed in an hour;
     # hostile paths and sizes (policy) before anything that looks at the model.
     # The plan is of this run's learner beside the generator that is running, on its card.
-    problem = (policy.run_problem(cfg) or service.incompatibility(cfg)
+    # Reward functions: names installed, options valid, verifier hosts allowed and answering.
+    problem = (policy.run_problem(cfg) or reward_problem(cfg.reward, policy.reward_hosts)
+               or service.incompatibility(cfg)
                or fit_problem(cfg, served=service.served_config()))
     if problem is not None:
         field, msg = problem
