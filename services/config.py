@@ -18,7 +18,10 @@ from services.config_base import Section
 # section of the tree.
 from services.config_eval import BenchmarkConfig as BenchmarkConfig
 from services.config_eval import EvalConfig
+from services.config_reward import RewardConfig
+from services.config_reward import RewardFunctionConfig as RewardFunctionConfig
 from services.data.prompts import DEFAULT_INSTRUCTION
+from services.data.skills import DEFAULT_SKILL, SkillTask
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -71,12 +74,21 @@ class ArithConfig(Section):
         return self
 
 
+class SkillConfig(Section):
+    task: SkillTask = DEFAULT_SKILL
+    """Which generated skill (services/data/skills.py, `SKILLS`); an eval benchmark of the
+    same name draws held-out problems of it with another seed."""
+    n: int = Field(4096, ge=1, le=1_000_000)
+    """Number of problems drawn (with `schedule.seed`; repeats possible, each is a draw)."""
+
+
 class DataConfig(Section):
-    source: Literal["gsm8k", "math", "hf", "arith"] = "arith"
+    source: Literal["gsm8k", "math", "hf", "arith", "skill"] = "arith"
     """`gsm8k`: JSONL with question/answer (`#### N`); `math`: JSON/JSONL with problem/answer;
-    `hf`: a Hugging Face dataset name (needs network); `arith`: built-in synthetic arithmetic."""
+    `hf`: a Hugging Face dataset name (needs network); `arith`: built-in synthetic arithmetic;
+    `skill`: a built-in harder synthetic skill (`[data.skill]`)."""
     path: str | None = None
-    """File path for `gsm8k`/`math`, dataset name for `hf`; unused for `arith`."""
+    """File path for `gsm8k`/`math`, dataset name for `hf`; unused for `arith` and `skill`."""
     split: str = "train"
     """Dataset split for `hf`."""
     question_field: str = "question"
@@ -102,6 +114,8 @@ class DataConfig(Section):
     left: the start of the exemplars goes first, the question stays). None: whole prompts."""
     arith: ArithConfig = Field(default_factory=ArithConfig)
     """Settings of the synthetic arithmetic task (`source = "arith"`)."""
+    skill: SkillConfig = Field(default_factory=SkillConfig)
+    """Settings of the generated skill (`source = "skill"`)."""
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
@@ -163,25 +177,6 @@ class AlgorithmConfig(Section):
     `min(exp(learner_logprob - sampler_logprob), tis_cap)`, correcting for the sampler scoring
     another policy (bf16 vLLM vs a 4-bit learner, or a stale adapter). None turns it off (the
     loss is then exactly the uncorrected one)."""
-
-
-class RewardConfig(Section):
-    kind: Literal["math", "digit_share"] = "math"
-    """`math`: math-verify correctness of the final answer plus the format reward;
-    `digit_share`: share of completion tokens containing a digit (a dense toy reward that a
-    random tiny model can learn; used by tests)."""
-    format_weight: float = Field(0.1, ge=0.0, le=10.0)
-    """Weight of the format reward (see `answer_format`)."""
-    answer_format: Literal["boxed", "final-answer-line"] = "boxed"
-    """`boxed`: the answer is read by the grader (last `\\boxed{}`, `####`, "the answer is")
-    and checked by math-verify; the format reward is a complete `\\boxed{}`.
-    `final-answer-line`: the YouronMath paper's rewards (its `utils.py`): the number after
-    the FIRST `####` of the completion, compared as a float (within 1e-3); the format reward
-    is a line `#### The final answer is N` (N digits)."""
-    timeout_s: float = Field(5.0, gt=0.0, le=120.0)
-    """Per-completion grading limit; a grader past it is killed and the item scores 0."""
-    num_workers: int = Field(2, ge=1, le=64)
-    """Grader processes."""
 
 
 class LearnerConfig(Section):
@@ -281,7 +276,8 @@ class GeneratorConfig(Section):
     mode) and vLLM has open LoRA + sleep issues."""
     max_restarts: int = Field(3, ge=0, le=100)
     """Times per run a dead or hung generator is restarted (when mathrl launched it) or waited
-    for (`url`, e.g. compose restarts it) before the run fails."""
+    for (`url`, e.g. compose restarts it) before the run fails. A replica pool also gives each
+    replica this many restarts per run (0: none); past that it stays down until the next run."""
     restart_wait_s: float = Field(300.0, gt=0.0, le=7200.0)
     """How long to wait for a generator at `url` to answer again after it went away."""
     recycle_above_gib: float | None = Field(None, gt=0.0, le=4096.0)
@@ -304,9 +300,9 @@ class GeneratorConfig(Section):
     replicas: int = Field(1, ge=1, le=64)
     """vLLM servers sampling each step (`mathrl up --generators N`). Above 1 (or with
     `adapter_transport = "ray"`) each is a Ray actor on a node with a free `generator`
-    resource (a GPU each where there are GPUs), on port `port + i`; a step's prompts go to the
-    replica with the fewest outstanding tokens. A service's own config decides this, not a
-    submitted run's."""
+    resource (a GPU each where there are GPUs), on port `port + i`; a step's prompts are
+    routed so that a slower replica gets fewer (orchestrator/run/pool_route.py). A service's
+    own config decides this, not a submitted run's."""
     adapter_transport: Literal["path", "ray"] = "path"
     """How a new adapter reaches the generators: `path` loads the folder the learner wrote
     (one machine, or a disk every node shares); `ray` sends its files through Ray's object

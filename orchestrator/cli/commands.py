@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli import demo, errors, evals, generator, plan, service
+from orchestrator.cli import demo, errors, evals, generator, plan, rewards, service
 from orchestrator.cli import export as export_verb
 
 # pretty_exceptions_enable=False: failures are printed by errors.run_cli (plain lines, or the
@@ -63,6 +63,13 @@ def train(config: Path,
     if (problem := fit_problem(cfg)) is not None:
         typer.echo(f"error: {problem[0]}: {problem[1]}", err=True)
         raise typer.Exit(2)
+    from services.rewards.registry import RewardConfigError, resolve_all
+
+    try:  # a reward function not installed, or bad options: say so before vLLM starts
+        resolve_all(cfg.reward.effective_functions())
+    except RewardConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     base = out_dir or Path(cfg.schedule.out_dir)
     metrics = train_foreground(cfg, base, log_level=log_level)
     typer.echo(f"metrics: {metrics}")
@@ -91,6 +98,7 @@ demo.register(app)
 evals.register(app)
 generator.register(app)
 plan.register(app)
+rewards.register(app)
 export_verb.register(app)
 
 

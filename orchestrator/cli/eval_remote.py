@@ -12,7 +12,7 @@ import time
 import typer
 
 from orchestrator.cli.client import MathrlClient
-from orchestrator.run.metrics import format_eval
+from orchestrator.cli.eval_format import format_result
 from orchestrator.service.api.schemas import EvalRequest
 
 
@@ -39,4 +39,4 @@ def eval_run(run_id: str, *, url: str | None, benchmarks: list[str], protocol: s
     if json_out:
         typer.echo(json.dumps({"id": job.id, "run": run_id, "step": job.step, **job.result}))
     else:
-        typer.echo(format_eval(job.step, job.result))
+        typer.echo(format_result(job.step, job.result))

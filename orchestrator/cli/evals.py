@@ -91,7 +91,8 @@ def server_plan(cfg, model_path: str, *, cuda: bool, card_bytes: int, card_name:
 
 def eval_command(
     dataset: Annotated[str, typer.Option(help="Comma-separated: gsm8k, math500, aime24, amc23 "
-                                         "(HF), NAME=FILE, a JSON/JSONL file, arith, HF name")],
+                                         "(HF), NAME=FILE, a JSON/JSONL file, arith, a skill "
+                                         "(sum2, ...), HF name")],
     model: Annotated[str | None, typer.Option(
         help="Base model: hub id or local directory (a vLLM is launched for it)")] = None,
     run: Annotated[str | None, typer.Option(
@@ -137,7 +138,8 @@ def eval_command(
         "--gpu-gb", min=1.0, help="Card size as sold (GB); default: what CUDA reports")] = None,
 ) -> None:
     """Greedy score (and mean@k, maj@k, pass@k with --samples) of MODEL (+ ADAPTER), each
-    with n and its standard error, under one evaluation protocol."""
+    with n and its standard error, strict and lenient side by side, under one evaluation
+    protocol."""
     if run is not None:
         from orchestrator.cli.eval_remote import eval_run
 
@@ -250,7 +252,9 @@ def eval_command(
     first = models[0]["benchmarks"][0]["summary"]
     line = {"model": model, "adapter": str(adapter) if adapter else None, "dataset": dataset,
             "n": int(first["n"]), "accuracy": first["greedy"],
-            "accuracy_se": first["greedy_se"], "format": first["boxed"], "protocol": protocol,
+            "accuracy_se": first["greedy_se"], "accuracy_lenient": first.get("greedy_lenient"),
+            "accuracy_lenient_se": first.get("greedy_lenient_se"), "format": first["boxed"],
+            "protocol": protocol,
             "summary": report["summary"], "report": str(out)}
     typer.echo(json.dumps(line) if json_out else f"{table(report)}\nreport: {out}")
 

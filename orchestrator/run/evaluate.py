@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.run.rollout import build_problems
 from services.config import BenchmarkConfig, EvalConfig, RunConfig
-from services.data import Problem, load_problems
+from services.data import SKILLS, Problem, load_problems
 from services.evals import BenchmarkTask, load_benchmark, run_benchmark
 from services.evals.protocols import (
     Protocol,
@@ -38,6 +38,10 @@ def benchmark_problems(cfg: RunConfig, b: BenchmarkConfig) -> list[Problem]:
         # Draws of the run's own task (when it trains on arithmetic), with another seed.
         arith = cfg.data.arith.model_dump() if cfg.data.source == "arith" else {}
         return load_benchmark("arith", limit=b.limit, arith=arith, seed=cfg.schedule.seed + 1)
+    if b.name in SKILLS and b.path is None:
+        # Distinct draws of that skill with another seed than training's (`hold_out` then
+        # removes any question the two draws share).
+        return load_benchmark(b.name, limit=b.limit, seed=cfg.schedule.seed + 1)
     if b.name == "hf" and not cfg.eval.benchmarks:  # legacy `eval.source = "hf"`
         return load_problems("hf", path=b.path, split="test", limit=b.limit)
     return load_benchmark(b.name, b.path, limit=b.limit, question_field=b.question_field,
@@ -57,7 +61,11 @@ def _key(question: str) -> str:
 def training_problems(cfg: RunConfig) -> list[Problem]:
     """The run's training problems; with `eval.hold_out`, without any question an evaluated
     benchmark asks (compared with whitespace and case folded)."""
-    problems = build_problems(cfg.data, seed=cfg.schedule.seed)
+    if cfg.data.source == "skill":
+        problems = load_problems("skill", skill=cfg.data.skill.model_dump(),
+                                 seed=cfg.schedule.seed, limit=cfg.data.limit)
+    else:
+        problems = build_problems(cfg.data, seed=cfg.schedule.seed)
     if not (cfg.eval.enabled and cfg.eval.hold_out):
         return problems
     held = {_key(p.question) for b in benchmark_configs(cfg.eval)
@@ -96,7 +104,7 @@ def benchmark_task(cfg: RunConfig, b: BenchmarkConfig, tokenizer) -> BenchmarkTa
 def _needs_hub(cfg: RunConfig, b: BenchmarkConfig) -> bool:
     """Its problems, or the paper protocol's 8 shots, come from the Hugging Face Hub."""
     if b.path is None:
-        return b.name != "arith"
+        return b.name != "arith" and b.name not in SKILLS
     return b.protocol == "paper" and fewshot_source(b.path, b.fewshot_path) is None
 
 
@@ -124,8 +132,9 @@ def eval_length_problem(cfg: RunConfig, tokenizer) -> tuple[str, str] | None:
 
 class Evaluator:
     """Benchmarks rendered once; `__call__(model)` evaluates one served model name and returns
-    the stored result: `eval/<benchmark>/<metric>` keys, plus `accuracy` / `format` / `n` of
-    the first benchmark (its greedy score, `\\boxed{}` rate and size)."""
+    the stored result: `eval/<benchmark>/<metric>` keys (strict, and lenient as
+    `<metric>_lenient`), plus `accuracy` / `accuracy_lenient` / `format` / `n` of the first
+    benchmark (its greedy scores, `\\boxed{}` rate and size)."""
 
     def __init__(self, cfg: RunConfig, tokenizer, client: GeneratorClient, pool: GraderPool,
                  *, report_dir: Path | None = None, step: Callable[[], int] | None = None):
@@ -141,6 +150,8 @@ class Evaluator:
         out: dict[str, float] = {}
         first = results[0]["summary"]
         out.update(accuracy=first["greedy"], format=first["boxed"], n=first["n"])
+        if "greedy_lenient" in first:
+            out["accuracy_lenient"] = first["greedy_lenient"]
         for r in results:
             out.update({f"eval/{r['name']}/{k}": v for k, v in r["summary"].items()})
         if keep:

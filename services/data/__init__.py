@@ -11,6 +11,7 @@ from .loaders import (
 from .problems import Problem
 from .prompts import DEFAULT_INSTRUCTION, render_prompt, user_message
 from .sampler import PromptSampler
+from .skills import SKILLS, distinct_skill_problems, skill_problems
 from .synthetic import arithmetic_problems
 
 __all__ = [
@@ -18,12 +19,15 @@ __all__ = [
     "DataFormatError",
     "Problem",
     "PromptSampler",
+    "SKILLS",
     "arithmetic_problems",
+    "distinct_skill_problems",
     "load_fields",
     "load_gsm8k_jsonl",
     "load_hf",
     "load_math",
     "load_problems",
     "render_prompt",
+    "skill_problems",
     "user_message",
 ]

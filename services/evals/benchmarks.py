@@ -3,7 +3,8 @@ and the two prompt formats evaluation uses.
 
 A named benchmark loads its public Hugging Face dataset unless a local file is given (the
 JSONL/JSON formats of those datasets' public copies); any other file works with named
-question and answer fields. `arith` is the synthetic task of the CPU demo.
+question and answer fields. `arith` is the synthetic task of the CPU demo; the generated
+skills (`services/data/skills.py`: `sum2`, `chain3`, ...) are benchmarks by their names.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 from services.data import (
+    SKILLS,
     Problem,
     arithmetic_problems,
+    distinct_skill_problems,
     load_fields,
     load_gsm8k_jsonl,
     load_hf,
@@ -53,10 +56,13 @@ def load_benchmark(name: str, path: str | Path | None = None, *, limit: int | No
 
     `arith`: distinct synthetic problems drawn with `seed` (keyword arguments of
     `arithmetic_problems` in `arith`, default single-digit sums); a question asked twice
-    would count twice, so repeats are dropped. Unknown names need a `path`; with
+    would count twice, so repeats are dropped. A skill's name (`SKILLS`): its first `limit`
+    (default 64) distinct problems drawn with `seed`. Unknown names need a `path`; with
     `question_field`/`answer_field` any JSON/JSONL file works."""
     if name == "arith":
         return _distinct_arith(limit or 64, seed, arith or {})
+    if name in SKILLS and path is None:
+        return distinct_skill_problems(name, limit or 64, seed=seed)
     bench = BENCHMARKS.get(name)
     if path is None:
         if bench is None:

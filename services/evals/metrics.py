@@ -1,9 +1,12 @@
 """Benchmark metrics as pure functions: greedy, mean@k, maj@k and unbiased pass@k, each with
-its standard error.
+its standard error, under both gradings.
 
 Each problem contributes one greedy verdict and, when k samples were drawn, k sample verdicts
 plus the extracted answer of each sample. The answers and verdicts come from the reward's
 grader (services/rewards), so a number here means exactly what the training reward means.
+Every score exists twice: `strict` (only an anchored answer counts: `\\boxed{}`, `####`, "the
+answer is") under its plain name, and `lenient` (else the last number of the completion, a
+gain that is skill and not format) under `<metric>_lenient`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+LENIENT = "_lenient"
+"""Suffix of a score under lenient grading: `greedy_lenient`, `mean@4_lenient` (its standard
+error: `greedy_lenient_se`)."""
 
 Equivalent = Callable[[str, str], bool]
 """`equivalent(a, b)`: are two extracted answers the same mathematical value (the grader)?"""
@@ -67,6 +74,12 @@ class ProblemVerdicts:
     """Verdict of each of the k sampled completions."""
     majority: bool = False
     """The majority-vote answer is correct (False when no sample had an answer)."""
+    greedy_lenient: bool | None = None
+    """The greedy completion is correct under lenient grading (None: not graded so)."""
+    samples_lenient: list[bool] | None = None
+    """Lenient verdict of each sampled completion (None: not graded so)."""
+    majority_lenient: bool = False
+    """The majority vote over the lenient answers is correct."""
 
 
 def pass_k_values(k: int) -> list[int]:
@@ -83,11 +96,23 @@ def std_error(values: Sequence[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
+def _sampled(per: dict[str, list[float]], k: int, samples: list[list[bool]],
+             majority: list[bool], suffix: str = "") -> None:
+    if any(len(s) != k for s in samples):
+        raise ValueError(f"every problem needs exactly {k} sample verdicts")
+    per[f"mean@{k}{suffix}"] = [sum(s) / k for s in samples]
+    per[f"maj@{k}{suffix}"] = [float(m) for m in majority]
+    for j in pass_k_values(k):
+        per[f"pass@{j}{suffix}"] = [pass_at_k(k, sum(s), j) for s in samples]
+
+
 def summarize(items: Sequence[ProblemVerdicts], k: int) -> dict[str, float]:
     """Benchmark summary: `greedy` (greedy decoding, share correct; also under its former name
     `pass@1`, kept for the metric keys runs already stored), `boxed` (greedy format rate) and,
     with k > 0 samples per problem, `mean@k`, `maj@k` and `pass@j` for `pass_k_values(k)`;
-    `n` is the number of problems and `<metric>_se` the standard error of each score."""
+    the same scores under lenient grading as `<metric>_lenient` when the items carry lenient
+    verdicts; `n` is the number of problems and `<metric>_se` the standard error of each
+    score."""
     if not items:
         raise ValueError("no problems to summarize")
     out: dict[str, float] = {"n": float(len(items))}
@@ -96,13 +121,13 @@ def summarize(items: Sequence[ProblemVerdicts], k: int) -> dict[str, float]:
     if greedy:
         per["greedy"] = [float(it.greedy) for it in greedy]
         per["boxed"] = [float(it.greedy_boxed) for it in greedy]
+        if all(it.greedy_lenient is not None for it in greedy):
+            per["greedy" + LENIENT] = [float(it.greedy_lenient) for it in greedy]
     if k > 0:
-        if any(len(it.samples) != k for it in items):
-            raise ValueError(f"every problem needs exactly {k} sample verdicts")
-        per[f"mean@{k}"] = [sum(it.samples) / k for it in items]
-        per[f"maj@{k}"] = [float(it.majority) for it in items]
-        for j in pass_k_values(k):
-            per[f"pass@{j}"] = [pass_at_k(k, sum(it.samples), j) for it in items]
+        _sampled(per, k, [it.samples for it in items], [it.majority for it in items])
+        if all(it.samples_lenient is not None for it in items):
+            _sampled(per, k, [it.samples_lenient or [] for it in items],
+                     [it.majority_lenient for it in items], LENIENT)
     for name, values in per.items():
         out[name] = statistics.fmean(values)
         out[f"{name}_se"] = std_error(values)

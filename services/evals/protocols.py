@@ -10,11 +10,23 @@
   math-verify for the equivalence.
 
 A protocol fixes what a published figure depends on; numbers are comparable only within one.
+
+Each protocol reads answers under two gradings (services/rewards/extract.py): `strict` and
+`lenient`. Under `mathrl`, strict counts only anchored answers and lenient also the last number
+of a completion that has none. `paper` and `qwen` read the last number already (their own
+fallbacks), so their lenient verdicts are their strict ones.
+
+Under `mathrl` an answer must also be a value when the gold is a number: math-verify evaluates
+what it parses, so `\\boxed{27 + 82}` equals 109, and a policy trained on two-digit sums with the
+`math` reward learned to copy the question into the box (100% "correct" after 12 steps, no
+sum computed; docs/benchmarks.md). An answer that still holds an operation between two numbers
+(`+`, `-`, `*`, `^`, `\\times`, `\\cdot`, `\\div`; not `/`, a fraction is a value) is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +36,7 @@ from services.evals.benchmarks import PromptStyle, build_prompt, stop_strings
 from services.evals.paper import paper_correct, paper_eval_prefix, paper_eval_prompt
 from services.evals.qwen import QWEN_MAX_TOKENS, QWEN_STOP, qwen_extract, qwen_prompt
 from services.rewards import GraderPool, extract_answer, normalize_gold
+from services.rewards.extract import GRADINGS, Grading, extract_last_number
 
 ProtocolName = Literal["mathrl", "paper", "qwen"]
 PROTOCOLS: tuple[str, ...] = ("mathrl", "paper", "qwen")
@@ -55,17 +68,59 @@ class Protocol:
         ids = list(tokenizer(self.text(question), add_special_tokens=True)["input_ids"])
         return ids[: self.max_prompt_tokens] if self.max_prompt_tokens else ids
 
-    def grade(self, pool: GraderPool, texts: Sequence[str], golds: Sequence[str]
-              ) -> tuple[list[str | None], list[bool]]:
-        """(the answer each completion gives, as this protocol reads it; whether it is right)."""
+    def grade(self, pool: GraderPool, texts: Sequence[str], golds: Sequence[str],
+              grading: Grading = "strict") -> tuple[list[str | None], list[bool]]:
+        """(the answer each completion gives, as this protocol reads it under `grading`;
+        whether it is right)."""
+        if grading not in GRADINGS:
+            raise ValueError(f"grading must be one of {GRADINGS}, got {grading!r}")
         if self.name == "paper":  # numbers within 0.1: no symbolic grader involved
             read = [paper_correct(t, g) for t, g in zip(texts, golds, strict=True)]
             return [a for a, _ in read], [ok for _, ok in read]
-        extract = qwen_extract if self.name == "qwen" else extract_answer
-        answers = [extract(t) for t in texts]
-        outcomes = pool.grade([(a, normalize_gold(g)) for a, g in zip(answers, golds,
-                                                                       strict=True)])
-        return answers, [o.correct for o in outcomes]
+        if self.name == "qwen":  # Qwen2.5-Math's own evaluation, as published
+            answers = [qwen_extract(t) for t in texts]
+            return answers, _verdicts(pool, answers, golds)
+        answers = [extract_answer(t, grading) for t in texts]
+        return answers, _verdicts(pool, answers, golds, values=True)
+
+    def grade_both(self, pool: GraderPool, texts: Sequence[str], golds: Sequence[str]
+                   ) -> tuple[tuple[list[str | None], list[bool]],
+                              tuple[list[str | None], list[bool]]]:
+        """`grade` under `strict` and under `lenient`; a completion whose lenient answer is its
+        strict one is graded once."""
+        answers, ok = self.grade(pool, texts, golds, "strict")
+        if self.name != "mathrl":  # their own reading falls back to the last number already
+            return (answers, ok), (list(answers), list(ok))
+        loose = [a if a is not None else extract_last_number(t)
+                 for a, t in zip(answers, texts, strict=True)]
+        redo = [i for i, (a, b) in enumerate(zip(answers, loose, strict=True)) if a != b]
+        loose_ok = list(ok)
+        for i, v in zip(redo, _verdicts(pool, [loose[i] for i in redo],
+                                        [golds[i] for i in redo], values=True), strict=True):
+            loose_ok[i] = v
+        return (answers, ok), (loose, loose_ok)
+
+
+_NUMBER_GOLD = re.compile(r"-?\d+(?:\.\d+)?")
+_OPERATION = re.compile(r"\d[\s})\]]*(?:[-+*^×·÷]|\\times|\\cdot|\\div)[\s{(\[]*-?\d")
+
+
+def unevaluated(answer: str | None, gold: str) -> bool:
+    """The gold is a number and the answer is an expression still to compute (`27 + 82`,
+    `3 \\times 4`, `2^{3}`), not a value (`109`, `-5`, `\\frac{1}{2}`, `1,234`, `1e-5`)."""
+    if answer is None or not _NUMBER_GOLD.fullmatch(normalize_gold(gold)):
+        return False
+    return _OPERATION.search(answer) is not None
+
+
+def _verdicts(pool: GraderPool, answers: Sequence[str | None], golds: Sequence[str],
+              *, values: bool = False) -> list[bool]:
+    """math-verify's verdicts; `values`: an unevaluated expression is wrong (see above)."""
+    if not answers:
+        return []
+    outcomes = pool.grade([(a, normalize_gold(g)) for a, g in zip(answers, golds, strict=True)])
+    return [o.correct and not (values and unevaluated(a, g))
+            for o, a, g in zip(outcomes, answers, golds, strict=True)]
 
 
 def gsm8k_train_pairs(source: str | Path | None) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
 """One benchmark through a running vLLM server: greedy and k sampled completions per problem,
-graded by the reward's grader, summarised by `services.evals.metrics`.
+graded by the reward's grader under both gradings (strict and lenient), summarised by
+`services.evals.metrics`.
 
 All prompts of a pass go out as concurrent requests (the client bounds how many are in
 flight), so vLLM batches them; nothing is sent one problem at a time.
@@ -77,7 +78,8 @@ def grade_benchmark(pool: GraderPool, name: str, problems: list[Problem],
                     sampled: list[list[Completion]] | None, *, keep_items: bool = True,
                     protocol: Protocol | None = None) -> dict:
     """Grade given completions (`greedy[i][0]`, `sampled[i][:k]` for problem i) and summarise
-    them; `run_benchmark` without the generator. `protocol` reads the answers (default: the
+    them under both gradings (strict: the plain metric names; lenient: `<metric>_lenient`);
+    `run_benchmark` without the generator. `protocol` reads the answers (default: the
     reward's own grader)."""
     golds = [p.answer for p in problems]
     k = len(sampled[0]) if sampled else 0
@@ -88,11 +90,18 @@ def grade_benchmark(pool: GraderPool, name: str, problems: list[Problem],
         group = ([greedy[i][0]] if greedy else []) + (sampled[i] if sampled else [])
         texts += [c.text for c in group]
         text_golds += [gold] * len(group)
-    answers, correct = (protocol or get_protocol("mathrl")).grade(pool, texts, text_golds)
+    (answers, correct), (loose, loose_ok) = (protocol or get_protocol("mathrl")).grade_both(
+        pool, texts, text_golds)
     boxed = [has_boxed(t) for t in texts]
     per = (1 if greedy else 0) + k
-    maj = majority_table(pool, [answers[i * per + per - k: (i + 1) * per] for i in
-                                range(len(golds))]) if k else [None] * len(golds)
+
+    def votes(read: list[str | None]) -> list[int | None]:
+        if not k:
+            return [None] * len(golds)
+        return majority_table(pool, [read[i * per + per - k: (i + 1) * per]
+                                     for i in range(len(golds))])
+
+    maj, maj_loose = votes(answers), votes(loose)
     verdicts: list[ProblemVerdicts] = []
     items: list[dict] = []
     for i, p in enumerate(problems):
@@ -101,18 +110,25 @@ def grade_benchmark(pool: GraderPool, name: str, problems: list[Problem],
         item: dict = {"id": p.id, "question": p.question, "gold": p.answer}
         if greedy:
             v.greedy, v.greedy_boxed = correct[base], boxed[base]
+            v.greedy_lenient = loose_ok[base]
             item["greedy"] = {"completion": texts[base], "answer": answers[base],
                               "correct": v.greedy, "boxed": v.greedy_boxed,
+                              "answer_lenient": loose[base], "correct_lenient": loose_ok[base],
                               "tokens": len(greedy[i][0].token_ids)}
         if k:
             first = base + per - k
             v.samples = [correct[first + j] for j in range(k)]
-            w = maj[i]
+            v.samples_lenient = [loose_ok[first + j] for j in range(k)]
+            w, wl = maj[i], maj_loose[i]
             v.majority = w is not None and v.samples[w]
+            v.majority_lenient = wl is not None and v.samples_lenient[wl]
             item["samples"] = [{"completion": texts[first + j], "answer": answers[first + j],
-                                "correct": v.samples[j]} for j in range(k)]
+                                "correct": v.samples[j], "answer_lenient": loose[first + j],
+                                "correct_lenient": v.samples_lenient[j]} for j in range(k)]
             item["majority"] = {"answer": None if w is None else answers[first + w],
                                 "correct": v.majority}
+            item["majority_lenient"] = {"answer": None if wl is None else loose[first + wl],
+                                        "correct": v.majority_lenient}
         verdicts.append(v)
         items.append(item)
     summary = summarize(verdicts, k)
