@@ -21,9 +21,9 @@ def run_trl(cfg, rows: list[dict], out: Path, *, t0: float, budget_s: float,
     import torch
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOTrainer
+    from vs_trl import trl_args, trl_model  # benchmarks/ is the script folder on sys.path
 
     from orchestrator.run.rollout import Scorer
     from services.schemas import Completion
@@ -66,21 +66,9 @@ def run_trl(cfg, rows: list[dict], out: Path, *, t0: float, budget_s: float,
             if elapsed >= budget_s:
                 control.should_training_stop = True
 
-    args = GRPOConfig(
-        output_dir=str(out / "trl-out"), seed=cfg.schedule.seed,
-        learning_rate=cfg.learner.lr, lr_scheduler_type="constant",  # mathrl's lr is constant
-        weight_decay=cfg.learner.weight_decay, max_grad_norm=cfg.learner.max_grad_norm,
-        per_device_train_batch_size=micro_batch,
-        gradient_accumulation_steps=per_step // micro_batch,
-        num_generations=ro.group_size, max_completion_length=ro.max_new_tokens,
-        temperature=ro.temperature, top_p=ro.top_p, beta=cfg.algorithm.beta,
-        max_steps=len(rows) // ro.prompts_per_step, shuffle_dataset=False,
-        bf16=cfg.model.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
-        logging_steps=1, save_strategy="no", report_to="none",
-    )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype))
-    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    args = trl_args(cfg, out / "trl-out", micro_batch,
+                    max_steps=len(rows) // ro.prompts_per_step)
+    model, lora = trl_model(cfg)
     budget = Budget()
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_list(rows), processing_class=tok,

@@ -98,21 +98,55 @@ def step_problems(cfg) -> list[list]:
 
 
 # ----------------------------------------------------------------------------- TRL side
+def trl_args(cfg, output_dir: Path, micro_batch: int, *, max_steps: int):
+    """TRL's GRPOConfig matched to mathrl's run config `cfg` (both benchmarks against TRL)."""
+    import torch
+    from trl import GRPOConfig
+
+    ro = cfg.rollout
+    per_step = ro.prompts_per_step * ro.group_size
+    return GRPOConfig(
+        output_dir=str(output_dir), seed=cfg.schedule.seed,
+        learning_rate=cfg.learner.lr, lr_scheduler_type="constant",  # mathrl's lr is constant
+        weight_decay=cfg.learner.weight_decay, max_grad_norm=cfg.learner.max_grad_norm,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=per_step // micro_batch,
+        num_generations=ro.group_size, max_completion_length=ro.max_new_tokens,
+        temperature=ro.temperature, top_p=ro.top_p, beta=cfg.algorithm.beta,
+        max_steps=max_steps, shuffle_dataset=False,
+        # TRL's default mixed precision, on bf16 weights; transformers refuses CPU bf16
+        # without use_cpu.
+        bf16=cfg.model.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(),
+        logging_steps=1, save_strategy="no", report_to="none",
+    )
+
+
+def trl_model(cfg):
+    """The base model in `cfg`'s dtype and the LoRA of `cfg`, for TRL's trainer."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path,
+                                                 dtype=getattr(torch, cfg.model.dtype))
+    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    return model, lora
+
+
 def run_trl(cfg, out: Path, *, micro_batch: int) -> None:
     """TRL's GRPOTrainer on the task of `cfg`; writes per-step records to `out` (JSON)."""
     import torch
     import transformers
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOTrainer
 
     from services.data import render_prompt, user_message
     from services.rewards import GraderPool, score_math
 
     ro, path = cfg.rollout, cfg.model.name_or_path
-    bf16 = cfg.model.dtype == "bfloat16"  # TRL's default mixed precision, on bf16 weights
     per_step = ro.prompts_per_step * ro.group_size
     if per_step % micro_batch:
         raise SystemExit(f"--trl-micro-batch {micro_batch} must divide {per_step}")
@@ -173,21 +207,8 @@ def run_trl(cfg, out: Path, *, micro_batch: int) -> None:
         def on_log(self, args, state, control, logs=None, **kw):
             trl_logs.append(dict(logs or {}))
 
-    args = GRPOConfig(
-        output_dir=str(out.parent / "trl-out"), seed=cfg.schedule.seed,
-        learning_rate=cfg.learner.lr, lr_scheduler_type="constant",  # mathrl's lr is constant
-        weight_decay=cfg.learner.weight_decay, max_grad_norm=cfg.learner.max_grad_norm,
-        per_device_train_batch_size=micro_batch,
-        gradient_accumulation_steps=per_step // micro_batch,
-        num_generations=ro.group_size, max_completion_length=ro.max_new_tokens,
-        temperature=ro.temperature, top_p=ro.top_p, beta=cfg.algorithm.beta,
-        max_steps=cfg.schedule.steps, shuffle_dataset=False, bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),  # transformers refuses CPU bf16 without it
-        logging_steps=1, save_strategy="no", report_to="none",
-    )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype))
-    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    args = trl_args(cfg, out.parent / "trl-out", micro_batch, max_steps=cfg.schedule.steps)
+    model, lora = trl_model(cfg)
     trainer = TimedGRPOTrainer(model=model, reward_funcs=math_reward, args=args,
                                train_dataset=Dataset.from_list(rows), processing_class=tok,
                                peft_config=lora, callbacks=[StepTimer()])
