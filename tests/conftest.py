@@ -52,6 +52,22 @@ def lora_policy(model_dir: Path, target_modules: list[str]):
     return peft
 
 
+def run_to_end(store, scheduler, run_id: str, timeout_s: float = 300.0):
+    """Start `scheduler`, wait until run `run_id` ends (completed, failed or cancelled), stop
+    the scheduler; the run's final record."""
+    import time
+
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while store.get(run_id).status not in ("completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline, store.get(run_id)
+            time.sleep(0.3)
+    finally:
+        scheduler.stop()
+    return store.get(run_id)
+
+
 def set_dotted(data: dict, **changes) -> dict:
     """Set nested keys given as `section__field=value` (in place); returns `data`."""
     for dotted, value in changes.items():

@@ -4,11 +4,10 @@ steps and the end, with the policy being served at that step; stored, streamed, 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from conftest import run_to_end, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +31,7 @@ def test_benchmarks_measured_during_a_run(stack, tiny_model_dir, tmp_path):
     store = RunStore(tmp_path / "runs.db")
     run_id = store.create_run(cfg.name, cfg.model_dump(mode="json"), cfg.schedule.steps)
     scheduler = Scheduler(store, stack, tmp_path / "work", poll_s=0.1)
-    scheduler.start()
-    try:
-        deadline = time.monotonic() + 300
-        while store.get(run_id).status not in ("completed", "failed", "cancelled"):
-            assert time.monotonic() < deadline, store.get(run_id)
-            time.sleep(0.3)
-    finally:
-        scheduler.stop()
-    run = store.get(run_id)
+    run = run_to_end(store, scheduler, run_id)
     assert run.status == "completed", run.error
 
     # Step 0 (before training), every step, and the end: here steps 0, 1 and 2.

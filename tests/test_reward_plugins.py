@@ -9,11 +9,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, run_to_end, tiny_config
 from fastapi.testclient import TestClient
 from reward_helpers import Verifier, with_fake_plugin
 
@@ -75,15 +74,8 @@ def test_a_run_trains_on_plugin_rewards_and_a_verifier(example_plugin, fake_plug
         r = api.post("/runs", json=cfg.model_dump(mode="json"))
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
-        scheduler.start()
-        try:
-            deadline = time.monotonic() + 300
-            while store.get(run_id).status not in ("completed", "failed", "cancelled"):
-                assert time.monotonic() < deadline, store.get(run_id)
-                time.sleep(0.3)
-        finally:
-            scheduler.stop()
-        assert store.get(run_id).status == "completed", store.get(run_id).error
+        run = run_to_end(store, scheduler, run_id)
+        assert run.status == "completed", run.error
         steps = api.get(f"/runs/{run_id}/metrics").json()["steps"]
 
     assert [s["step"] for s in steps] == [1, 2]
