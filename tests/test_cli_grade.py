@@ -32,7 +32,9 @@ def test_grade_cli_lenient_reads_unanchored_numbers(tmp_path):
     rows = [{"completion": "8", "gold": "8"},
             {"completion": "3 + 5 = 8", "gold": 8},
             {"completion": "\\boxed{7}, not 8", "gold": "8"},
-            {"completion": "no number here", "gold": "8"}]
+            {"completion": "no number here", "gold": "8"},
+            {"completion": "\\boxed{3 + 5}", "gold": "8"},  # the question, not its answer
+            {"completion": "#### 3 + 5", "gold": "8"}]
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     exe = shutil.which("mathrl") or str(Path(sys.executable).with_name("mathrl"))
     got = {}
@@ -41,8 +43,8 @@ def test_grade_cli_lenient_reads_unanchored_numbers(tmp_path):
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         got[mode] = [json.loads(line)["correct"] for line in out.stdout.splitlines()]
-    assert got == {"strict": [False, False, False, False],
-                   "lenient": [True, True, False, False]}
+    assert got == {"strict": [False, False, False, False, False, False],
+                   "lenient": [True, True, False, False, False, False]}
     bad = subprocess.run([exe, "grade", str(f), "--grading", "loose"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode != 0 and "--grading" in bad.stderr

@@ -61,6 +61,10 @@ def test_stack_refuses_before_starting_replicas(tiny_model_dir, tmp_path, monkey
     cfg = tiny_config(tiny_model_dir, generator__replicas=2)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(stack_mod.runtime, "start_ray", lambda **_: None)
+    # The real stop_ray would remove the temp folder of the session's own Ray (its sockets)
+    # while that Ray runs on: every worker Ray started after this test then failed to connect.
+    stopped = []
+    monkeypatch.setattr(stack_mod.runtime, "stop_ray", lambda: stopped.append(True))
     monkeypatch.setattr(stack_mod.runtime, "cluster_has_gpus", lambda: True)
     monkeypatch.setattr(ray, "nodes", lambda: [
         {"Alive": True, "Resources": node(GPU=1, learner=1, generator=2)},
@@ -72,3 +76,4 @@ def test_stack_refuses_before_starting_replicas(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(stack_mod, "ReplicaPool", no_pool)
     with pytest.raises(GeneratorError, match=r"cannot place 2 generator replicas.*GPU"):
         Stack(cfg, tmp_path / "stack").start()
+    assert stopped == [True]  # the Ray it started, stopped again when it refuses

@@ -141,6 +141,22 @@ def test_engine_sums_weights_names_parts_and_contains_failures(engine):
     assert again.metrics["flaky"] == [0.5, 0.0] and engine.take_notes() == []
 
 
+def test_the_math_reward_pays_for_a_value_not_the_question():
+    """math-verify evaluates what it parses (`\\boxed{27 + 82}` "equals" 109): a policy on
+    two-digit sums learned to box the question. The `math` reward pays for the value only."""
+    from services.rewards.builtins import MathOptions, math_reward
+
+    def accuracy(text: str, grading: str) -> float:
+        return math_reward("What is 27 + 82?", text, "109", {},
+                           MathOptions(grading=grading))[1]["accuracy"]
+
+    for grading in ("strict", "lenient"):
+        assert accuracy("\\boxed{109}", grading) == 1.0
+        assert accuracy("\\boxed{27 + 82}", grading) == 0.0
+        assert accuracy("#### 27+82", grading) == 0.0
+    assert accuracy("27 + 82 = 109", "lenient") == 1.0  # working shown, then the value
+
+
 def test_a_plugin_never_runs_in_the_orchestrator(plugin, tmp_path):
     """A plugin that asks to run in the parent (`runs_in`) still gets a worker process."""
     import reward_plugins

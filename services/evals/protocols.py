@@ -26,7 +26,6 @@ sum computed; docs/benchmarks.md). An answer that still holds an operation betwe
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from services.evals.benchmarks import PromptStyle, build_prompt, stop_strings
 from services.evals.paper import paper_correct, paper_eval_prefix, paper_eval_prompt
 from services.evals.qwen import QWEN_MAX_TOKENS, QWEN_STOP, qwen_extract, qwen_prompt
 from services.rewards import GraderPool, extract_answer, normalize_gold
-from services.rewards.extract import GRADINGS, Grading, extract_last_number
+from services.rewards.extract import GRADINGS, Grading, extract_last_number, unevaluated
 
 ProtocolName = Literal["mathrl", "paper", "qwen"]
 PROTOCOLS: tuple[str, ...] = ("mathrl", "paper", "qwen")
@@ -99,18 +98,6 @@ class Protocol:
                                         [golds[i] for i in redo], values=True), strict=True):
             loose_ok[i] = v
         return (answers, ok), (loose, loose_ok)
-
-
-_NUMBER_GOLD = re.compile(r"-?\d+(?:\.\d+)?")
-_OPERATION = re.compile(r"\d[\s})\]]*(?:[-+*^×·÷]|\\times|\\cdot|\\div)[\s{(\[]*-?\d")
-
-
-def unevaluated(answer: str | None, gold: str) -> bool:
-    """The gold is a number and the answer is an expression still to compute (`27 + 82`,
-    `3 \\times 4`, `2^{3}`), not a value (`109`, `-5`, `\\frac{1}{2}`, `1,234`, `1e-5`)."""
-    if answer is None or not _NUMBER_GOLD.fullmatch(normalize_gold(gold)):
-        return False
-    return _OPERATION.search(answer) is not None
 
 
 def _verdicts(pool: GraderPool, answers: Sequence[str | None], golds: Sequence[str],

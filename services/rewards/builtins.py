@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.rewards.extract import Grading, extract_answer, normalize_gold
+from services.rewards.extract import Grading, extract_answer, normalize_gold, unevaluated
 from services.rewards.final_line import final_line_correct, final_line_format
 from services.rewards.scoring import combine, digit_token_share, format_reward
 from services.rewards.verify import verify_answer
@@ -29,9 +29,11 @@ class MathOptions(BaseModel):
 
 def math_reward(prompt: str, completion: str, gold: str, metadata: dict[str, Any],
                 options: MathOptions) -> tuple[float, dict[str, float]]:
-    """Correctness of the final answer (math-verify against the gold) plus a format bonus for
-    a complete `\\boxed{}`. Parts: `accuracy`, `format`."""
-    correct = 1.0 if verify_answer(extract_answer(completion, options.grading), gold) else 0.0
+    """Correctness of the final answer (math-verify against the gold; an expression still to
+    compute, `\\boxed{27 + 82}`, is not an answer) plus a format bonus for a complete
+    `\\boxed{}`. Parts: `accuracy`, `format`."""
+    answer = extract_answer(completion, options.grading)
+    correct = 1.0 if verify_answer(answer, gold) and not unevaluated(answer, gold) else 0.0
     fmt = format_reward(completion)
     return combine(correct, fmt, options.format_weight), {"accuracy": correct, "format": fmt}
 

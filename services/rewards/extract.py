@@ -21,7 +21,7 @@ import re
 from typing import Literal
 
 __all__ = ["GRADINGS", "Grading", "extract_answer", "extract_last_number", "has_boxed",
-           "normalize_gold", "strip_thousands"]
+           "normalize_gold", "strip_thousands", "unevaluated"]
 
 # How an answer is read from a completion (see ``extract_answer``). ``strict`` counts only
 # anchored answers, so a gain under it can be format as much as skill; ``lenient`` also reads
@@ -282,3 +282,20 @@ def normalize_gold(gold: str | int | float) -> str:
     if m is not None:
         s = m.group(1)
     return s
+
+
+_NUMBER_GOLD = re.compile(r"-?\d+(?:\.\d+)?")
+_OPERATION = re.compile(r"\d[\s})\]]*(?:[-+*^×·÷]|\\times|\\cdot|\\div)[\s{(\[]*-?\d")
+
+
+def unevaluated(answer: str | None, gold: str | int | float) -> bool:
+    """The gold is a number and the answer is an expression still to compute (`27 + 82`,
+    `3 \\times 4`, `2^{3}`), not a value (`109`, `-5`, `\\frac{1}{2}`, `1,234`, `1e-5`).
+
+    math-verify evaluates what it parses, so `\\boxed{27 + 82}` "equals" 109: a policy
+    trained on two-digit sums learned to copy the question into the box and was paid for it.
+    Every mathrl reading (the `math` reward, evaluations, `mathrl grade`) counts such an
+    answer wrong."""
+    if answer is None or not _NUMBER_GOLD.fullmatch(normalize_gold(gold)):
+        return False
+    return _OPERATION.search(answer) is not None

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from services.rewards.extract import Grading, extract_answer, normalize_gold
+from services.rewards.extract import Grading, extract_answer, normalize_gold, unevaluated
 from services.rewards.pool import GraderPool
 
 __all__ = ["grade_jsonl"]
@@ -49,8 +49,8 @@ def grade_jsonl(lines: Iterable[str], out: TextIO, grader: GraderPool,
         nonlocal n_lines, n_correct
         items = [(extract_answer(o["completion"], grading), normalize_gold(o["gold"]))
                  for o in chunk]
-        for obj, outcome in zip(chunk, grader.grade(items), strict=True):
-            obj["correct"] = outcome.correct
+        for obj, (answer, gold), outcome in zip(chunk, items, grader.grade(items), strict=True):
+            obj["correct"] = outcome.correct and not unevaluated(answer, gold)
             out.write(json.dumps(obj, ensure_ascii=False) + "\n")
             n_lines += 1
             n_correct += outcome.correct

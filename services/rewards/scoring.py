@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.rewards.extract import extract_answer, has_boxed, normalize_gold
+from services.rewards.extract import extract_answer, has_boxed, normalize_gold, unevaluated
 from services.rewards.final_line import final_line_correct, final_line_format
 from services.rewards.pool import GraderPool
 
@@ -65,8 +65,8 @@ def score_math(
     ]
     outcomes = grader.grade(items)
     out = []
-    for completion, outcome in zip(completions, outcomes, strict=True):
-        correct = 1.0 if outcome.correct else 0.0
+    for completion, (answer, gold), outcome in zip(completions, items, outcomes, strict=True):
+        correct = 1.0 if outcome.correct and not unevaluated(answer, gold) else 0.0
         fmt = format_reward(completion)
         out.append(
             RewardBreakdown(
