@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mathrl-installed
 PYTEST_ARGS ?=
+# `make demo TASK=sum2`: the skill demo (two-digit sums) instead of single-digit sums.
+TASK ?=
 
 .PHONY: install test lint demo up clean
 
@@ -27,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/mathrl demo
+	$(BIN)/mathrl demo $(if $(TASK),--task $(TASK))
 
 up: $(STAMP)
 	$(BIN)/mathrl up

@@ -131,8 +131,15 @@ def test_default_node_folder_is_the_same_in_every_ray_session(monkeypatch):
     from services.generator.replica import node_dir
 
     monkeypatch.delenv("MATHRL_NODE_DIR", raising=False)
-    assert node_dir(None) == node_dir(None)
+    # Another process (as a replica of the next Ray session would be) finds the same folder,
+    # so that what a crashed replica left there is found and deleted.
+    other = subprocess.run([sys.executable, "-c", "from services.generator.replica import "
+                            "node_dir; print(node_dir(None))"], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout.strip()
+    assert node_dir(None) == Path(other)
     assert node_dir("/x") == Path("/x")
+    monkeypatch.setenv("MATHRL_NODE_DIR", "/y")
+    assert node_dir(None) == Path("/y")
 
 
 def test_export_finds_the_redone_version(tmp_path):

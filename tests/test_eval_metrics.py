@@ -231,3 +231,15 @@ def test_an_answer_must_be_a_value_not_the_question(pool):
     texts = ["\\boxed{27 + 82}", "27 + 82 = 109", "#### 27 + 82", "\\boxed{109}"]
     (_, ok), (_, lok) = get_protocol("mathrl").grade_both(pool, texts, ["109"] * 4)
     assert ok == [False, False, False, True] and lok == [False, True, False, True]
+
+
+def test_the_console_line_puts_lenient_beside_strict():
+    """The demo's and the service's `eval at step N` line: each score strict with its standard
+    error, its lenient twin beside it (never a score of its own), `pass@1` not repeated."""
+    from orchestrator.run.metrics import format_eval
+
+    m = {"greedy": 0.01, "greedy_se": 0.007, "greedy_lenient": 0.105, "greedy_lenient_se": 0.022,
+         "pass@1": 0.01, "boxed": 0.0, "mean@4": 0.009, "mean@4_lenient": 0.044, "n": 200}
+    line = format_eval(0, {f"eval/sum2/{k}": v for k, v in m.items()})
+    assert line == ("eval at step 0: sum2 greedy 1.0% ± 0.7% (lenient 10.5% ± 2.2%) boxed 0.0% "
+                    "mean@4 0.9% (lenient 4.4%) (n=200)")

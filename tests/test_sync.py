@@ -98,6 +98,11 @@ def test_redone_version_reuses_no_prompt_blocks(stack, tiny_model_dir, tmp_path)
         first = learn((digits[5:9] * 4)[:N_NEW])
         for model in (sync.served, cfg.generator.alias):  # the prompt's blocks, cached
             _greedy_vllm(client, model, long)
+        # The control: the same name and path sampled again does hit the cache (else the
+        # unchanged count below would prove nothing).
+        hits = _prefix_cache_hits(client.base_url)
+        _greedy_vllm(client, sync.served, long)
+        assert _prefix_cache_hits(client.base_url) > hits
         loop.restore(ckpt)
         second = learn((digits[20:23] * 4)[:N_NEW])
         assert second.version == first.version == 1 and sync.served == "redo-v1"

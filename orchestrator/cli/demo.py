@@ -117,7 +117,9 @@ def demo(steps: Annotated[int | None, typer.Option(help="Override the number of 
         run_id = client.submit(body).id
         console.print(f"submitted run {run_id}")
         run = follow(client, run_id)
-        _print_summary(console, client, run, time.perf_counter() - t0)
+        fmt = ("answer-line" if body.get("reward", {}).get("answer_format") == "final-answer-line"
+               else "\\boxed{}")
+        _print_summary(console, client, run, time.perf_counter() - t0, fmt)
         if run.status != "completed":
             raise typer.Exit(1)
     finally:
@@ -145,7 +147,9 @@ def _wait_up(client, proc, log: Path, timeout_s: float = 900) -> None:
     raise RuntimeError(f"`mathrl up` not ready after {timeout_s:.0f} s; see {log}")
 
 
-def _print_summary(console, client, run, elapsed_s: float) -> None:
+def _print_summary(console, client, run, elapsed_s: float, fmt: str = "\\boxed{}") -> None:
+    """The held-out table, training accuracy and `fmt` (what the format reward pays for)
+    first -> last steps, and the wall time since `mathrl up` was launched."""
     from rich.table import Table
 
     steps = client.metrics(run.id).steps
@@ -164,7 +168,7 @@ def _print_summary(console, client, run, elapsed_s: float) -> None:
         console.print(
             f"sampled during training (the reward's grading), first -> last {k} steps: "
             f"accuracy {avg(steps[:k], 'reward/accuracy'):.1%} -> "
-            f"{avg(steps[-k:], 'reward/accuracy'):.1%}, \\boxed{{}} rate "
+            f"{avg(steps[-k:], 'reward/accuracy'):.1%}, {fmt} rate "
             f"{avg(steps[:k], 'reward/format'):.1%} -> {avg(steps[-k:], 'reward/format'):.1%}")
     console.print(f"run {run.id}: {run.status} after {run.step} steps in {elapsed_s / 60:.1f} min")
 

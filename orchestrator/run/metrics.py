@@ -32,9 +32,15 @@ def format_step(step: int, total: int, m: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
+def _pct(m: dict[str, float], k: str) -> str:
+    """`40.0% ± 9.1%`: score `k` of `m` with its standard error, where there is one."""
+    return f"{m[k]:.1%}" + (f" ± {m[k + '_se']:.1%}" if k + "_se" in m else "")
+
+
 def format_eval(step: int, result: dict) -> str:
-    """`eval at step 6: arith greedy 40.0% ± 9.1% boxed 80.0% ± 7.4% (n=30) | ...` (each score
-    with its standard error); a result without benchmark keys: its accuracy and boxed rate."""
+    """`eval at step 6: arith greedy 40.0% ± 9.1% (lenient 60.0% ± 9.1%) boxed 80.0% ± 7.4%
+    (n=30) | ...` (each score with its standard error, strict then lenient); a result without
+    benchmark keys: its accuracy and boxed rate."""
     benches: dict[str, dict[str, float]] = {}
     for k, v in result.items():
         if k.startswith("eval/") and k.count("/") == 2:
@@ -45,13 +51,17 @@ def format_eval(step: int, result: dict) -> str:
         return (f"eval at step {step}: accuracy {result.get('accuracy', float('nan')):.1%}  "
                 f"boxed {result.get('format', float('nan')):.1%}"
                 + (f"  (n={int(n)})" if n is not None else ""))
+
     parts = []
     for name, m in benches.items():
-        # `pass@1` is the stored alias of `greedy`; `<k>_se` is the standard error of `k`.
-        shown = [f"{k} {v:.1%}" + (f" ± {m[k + '_se']:.1%}" if k + "_se" in m else "")
-                 for k, v in m.items()
+        # `pass@1` is the stored alias of `greedy`; `<k>_se` is the standard error of `k`,
+        # `<k>_lenient` its lenient twin, shown beside it rather than as a score of its own.
+        shown = [f"{k} {_pct(m, k)}" + (f" (lenient {_pct(m, k + '_lenient')})"
+                                       if k + "_lenient" in m else "")
+                 for k in m
                  if (k in ("greedy", "boxed") or k.startswith(("pass@", "mean@", "maj@")))
-                 and not k.endswith("_se") and not (k == "pass@1" and "greedy" in m)]
+                 and not k.endswith(("_se", "_lenient"))
+                 and not (k == "pass@1" and "greedy" in m)]
         parts.append(f"{name} " + " ".join(shown)
                      + (f" (n={int(m['n'])})" if "n" in m else ""))
     return f"eval at step {step}: " + " | ".join(parts)
