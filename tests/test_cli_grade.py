@@ -48,3 +48,17 @@ def test_grade_cli_lenient_reads_unanchored_numbers(tmp_path):
     bad = subprocess.run([exe, "grade", str(f), "--grading", "loose"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode != 0 and "--grading" in bad.stderr
+
+
+def test_the_count_of_right_answers_leaves_out_unevaluated_ones(pool):
+    """`grade_jsonl`'s count agrees with the rows it writes: `\\boxed{3 + 5}` is not counted."""
+    import io
+
+    from services.rewards.grade_file import grade_jsonl
+
+    rows = [{"completion": "\\boxed{8}", "gold": "8"},
+            {"completion": "\\boxed{3 + 5}", "gold": "8"}]
+    out = io.StringIO()
+    n, right = grade_jsonl([json.dumps(r) for r in rows], out, pool)
+    assert (n, right) == (2, 1)
+    assert [json.loads(line)["correct"] for line in out.getvalue().splitlines()] == [True, False]

@@ -53,7 +53,7 @@ def grade_jsonl(lines: Iterable[str], out: TextIO, grader: GraderPool,
             obj["correct"] = outcome.correct and not unevaluated(answer, gold)
             out.write(json.dumps(obj, ensure_ascii=False) + "\n")
             n_lines += 1
-            n_correct += outcome.correct
+            n_correct += obj["correct"]
         chunk.clear()
 
     for lineno, line in enumerate(lines, start=1):
